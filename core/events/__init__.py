@@ -1,0 +1,1 @@
+"""Events: ids, hybrid logical clocks, limits, bodies, the signed envelope."""

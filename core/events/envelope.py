@@ -1,0 +1,248 @@
+"""The signed envelope: encode once, sign those bytes, keep those bytes.
+
+Stored and shipped form of an event (`raw`)::
+
+    raw     = payload ‖ signature            (signature: Ed25519, 64 bytes)
+    payload = msgpack([v, workspace, plan, author, seq, prev, hlc, type, body])
+    id      = SHA-256(raw)
+
+The body is a msgpack map encoded by its body class (deterministic: struct
+field order, defaults omitted). `prev` is the id of the same (plan, author)
+chain's previous event, zeros for seq 1. Because the id covers the
+signature too, a chain link commits to every earlier byte of the chain:
+verifying the newest signature of a linked segment proves the author wrote
+the whole segment (the fast path in `core.events.verify`).
+
+Nothing here re-encodes an event to verify it: `open_event` splits the exact
+stored bytes, checks the signature over the payload as stored and decodes
+the payload for reading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgspec
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from core.events.bodies import BODY_BY_TAG, Body, type_tag
+from core.events.ids import HASH_LEN, KEY_LEN, UUID_LEN, DeviceKey, EventId, Uuid
+from core.events.limits import (
+    MAX_EVENT_BYTES,
+    MAX_SEQ,
+    MAX_TYPE_LEN,
+    SIGNATURE_LEN,
+    LimitError,
+    first_non_nfc,
+    normalise,
+)
+from core.events.upcast import UPCASTERS
+
+FORMAT_VERSION = 1
+
+
+class Envelope(msgspec.Struct, array_like=True, frozen=True):
+    v: int
+    workspace: Uuid
+    plan: Uuid
+    author: DeviceKey
+    seq: int
+    prev: EventId
+    hlc: int
+    type: str
+    body: msgspec.Raw
+
+
+class UnknownBody(msgspec.Struct, frozen=True):
+    """A body whose type this version does not know: kept, shown, skipped."""
+
+    type: str
+    data: Any
+
+
+class Event(msgspec.Struct, frozen=True):
+    """One decoded event. `raw` is the truth; everything else is read from it."""
+
+    id: bytes
+    raw: bytes
+    env: Envelope
+    body: Body | UnknownBody
+
+    @property
+    def author(self) -> bytes:
+        return self.env.author
+
+    @property
+    def seq(self) -> int:
+        return self.env.seq
+
+    @property
+    def hlc(self) -> int:
+        return self.env.hlc
+
+    @property
+    def plan(self) -> bytes:
+        return self.env.plan
+
+    @property
+    def type(self) -> str:
+        return self.env.type
+
+    @property
+    def known(self) -> bool:
+        return not isinstance(self.body, UnknownBody)
+
+
+class EventError(ValueError):
+    """An event that cannot be accepted. `reason` is a stable machine code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Signer:
+    """What sealing needs from a device identity (see core.identity)."""
+
+    public_key: bytes
+
+    def sign(self, payload: bytes) -> bytes:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+
+_encoder = msgspec.msgpack.Encoder(order="deterministic")
+_envelope_decoder = msgspec.msgpack.Decoder(Envelope)
+_body_decoders = {tag: msgspec.msgpack.Decoder(cls) for tag, cls in BODY_BY_TAG.items()}
+_any_decoder = msgspec.msgpack.Decoder()
+
+
+def event_id(raw: bytes) -> bytes:
+    return hashlib.sha256(raw).digest()
+
+
+def encode_body(body: Body) -> bytes:
+    """Encode a body deterministically after NFC-normalising all its text.
+
+    Raises `EventError` if the normalised body no longer validates.
+    """
+    builtins = normalise(msgspec.to_builtins(body, builtin_types=(bytes,)))
+    try:
+        normalised = msgspec.convert(builtins, type(body))
+    except msgspec.ValidationError as exc:
+        raise EventError("invalid_body", f"{type(body).__name__}: {exc}") from None
+    return _encoder.encode(normalised)
+
+
+def seal(
+    signer: Signer,
+    *,
+    workspace: bytes,
+    plan: bytes,
+    seq: int,
+    prev: bytes,
+    hlc: int,
+    body: Body,
+) -> Event:
+    """Encode, sign and return a new event. The caller stores `event.raw` as is."""
+    if not 1 <= seq <= MAX_SEQ:
+        raise EventError("bad_seq", f"seq {seq} out of range")
+    body_bytes = encode_body(body)
+    env = Envelope(
+        v=FORMAT_VERSION,
+        workspace=workspace,
+        plan=plan,
+        author=signer.public_key,
+        seq=seq,
+        prev=prev,
+        hlc=hlc,
+        type=type_tag(type(body)),
+        body=msgspec.Raw(body_bytes),
+    )
+    payload = _encoder.encode(env)
+    raw = payload + signer.sign(payload)
+    if len(raw) > MAX_EVENT_BYTES:
+        raise EventError("too_large", f"event is {len(raw)} bytes, limit {MAX_EVENT_BYTES}")
+    return open_event(raw, verify=False, strict=False)
+
+
+def _decode_body(tag: str, data: bytes) -> Body | UnknownBody:
+    decoder = _body_decoders.get(tag)
+    if decoder is not None:
+        return decoder.decode(data)  # type: ignore[no-any-return]
+    upcast = UPCASTERS.get(tag)
+    if upcast is not None:
+        cls, fn = upcast
+        return msgspec.convert(fn(_any_decoder.decode(data)), cls)
+    return UnknownBody(type=tag, data=_any_decoder.decode(data))
+
+
+_public_keys: dict[bytes, Ed25519PublicKey] = {}
+
+
+def public_key(author: bytes) -> Ed25519PublicKey:
+    key = _public_keys.get(author)
+    if key is None:
+        if len(_public_keys) > 10_000:
+            _public_keys.clear()
+        key = _public_keys[author] = Ed25519PublicKey.from_public_bytes(author)
+    return key
+
+
+def signature_ok(raw: bytes, author: bytes) -> bool:
+    """Check the Ed25519 signature over the exact stored payload bytes."""
+    try:
+        public_key(author).verify(raw[-SIGNATURE_LEN:], raw[:-SIGNATURE_LEN])
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def open_event(raw: bytes, *, verify: bool = True, strict: bool = True) -> Event:
+    """Parse (and by default verify) stored bytes into an `Event`.
+
+    `strict` adds the read-side checks for bytes that come from outside:
+    every string NFC-normalised, fixed sizes, known format version.
+    Raises `EventError` with a stable `reason`; never anything else.
+    """
+    raw = bytes(raw)
+    if len(raw) > MAX_EVENT_BYTES:
+        raise EventError("too_large", f"event is {len(raw)} bytes, limit {MAX_EVENT_BYTES}")
+    if len(raw) <= SIGNATURE_LEN:
+        raise EventError("malformed", "event shorter than a signature")
+    try:
+        env = _envelope_decoder.decode(raw[:-SIGNATURE_LEN])
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise EventError("malformed", f"bad envelope: {exc}") from None
+    if env.v != FORMAT_VERSION:
+        raise EventError("bad_version", f"event format version {env.v} is not supported")
+    if not (1 <= env.seq <= MAX_SEQ) or not (0 <= env.hlc < 2**64):
+        raise EventError("malformed", "seq or clock out of range")
+    if len(env.type) > MAX_TYPE_LEN or not env.type:
+        raise EventError("malformed", "bad event type tag")
+    if env.seq == 1 and env.prev != bytes(HASH_LEN):
+        raise EventError("bad_prev", "first event of a chain must have a zero prev")
+    try:
+        body = _decode_body(env.type, bytes(env.body))
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        raise EventError("invalid_body", f"{env.type}: {exc}") from None
+    if strict:
+        try:
+            bad = first_non_nfc(body)
+        except LimitError as exc:
+            raise EventError("invalid_body", str(exc)) from None
+        if bad is not None:
+            raise EventError("not_nfc", f"text is not NFC-normalised: {bad[:40]!r}")
+    if verify and not signature_ok(raw, env.author):
+        raise EventError("bad_signature", "signature does not match the author's key")
+    return Event(id=event_id(raw), raw=raw, env=env, body=body)
+
+
+def decode_stored(raw: bytes) -> Event:
+    """Fast decode of bytes that already passed `open_event` on the way in."""
+    env = _envelope_decoder.decode(raw[:-SIGNATURE_LEN])
+    return Event(id=event_id(raw), raw=raw, env=env, body=_decode_body(env.type, bytes(env.body)))
+
+
+assert KEY_LEN == 32 and UUID_LEN == 16

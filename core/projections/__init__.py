@@ -1,0 +1,1 @@
+"""Pure folds over events: plan state, conflicts, history, time travel."""

@@ -1,0 +1,270 @@
+"""The plan projection: a pure, order-independent fold of a plan's events.
+
+Theory of operation
+-------------------
+Every entity is keyed by (kind, id). Every field of an entity holds a set
+of *heads*: the edits of that field that no other edit replaces. An edit
+names the event ids it replaces (`replaces`); when it is folded, each
+replaced id is removed from the field's heads, or, if it has not arrived
+yet, remembered in the field's `pending` set so that it never becomes a
+head when it does arrive. Heads, pending sets, removals and the ids a
+removal saw are all *sets*, and folding is a union of sets, so folding the
+same events in any order, with duplicates, gives the same state; the
+canonical bytes (`canonical_bytes`) are sorted, so they are identical too.
+
+One head: that value. Several heads: a conflict; the displayed value is the
+head with the highest (HLC, device) but every head stays visible until an
+edit replaces them all. Causality (replaces) decides before clocks: an edit
+that saw another replaces it whatever either clock says.
+
+Removal is a tombstone (`EntityRemoved`); an entity with any tombstone is
+removed. A head the remover had not seen (not in its `replaces`) is an
+"edit after removal": kept and surfaced in `PlanView.edited_after_removal`.
+
+Unknown event types are counted in `skipped` and otherwise ignored.
+`evolve(state, event)` folds one event in place and returns the state;
+`project(plan, events)` folds many. A checkpoint is just a decoded state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from core.events.bodies import ConflictResolved, EntityRemoved
+from core.events.envelope import Event, UnknownBody
+from core.events.schema import FieldError, validate_value
+
+FOLD_VERSION = "plan-state/1"
+
+
+class Head(msgspec.Struct, array_like=True, frozen=True):
+    """One concurrent value of a field: who set it, when, to what."""
+
+    hlc: int
+    author: bytes
+    value: Any
+
+
+class FieldState:
+    __slots__ = ("heads", "pending")
+
+    def __init__(self) -> None:
+        self.heads: dict[bytes, Head] = {}
+        self.pending: set[bytes] = set()
+
+    def winner(self) -> tuple[bytes, Head] | None:
+        """The displayed head: highest (HLC, device, event id)."""
+        if not self.heads:
+            return None
+        return max(self.heads.items(), key=lambda kv: (kv[1].hlc, kv[1].author, kv[0]))
+
+
+class EntityState:
+    __slots__ = ("created", "fields", "id", "kind", "removal_seen", "removals")
+
+    def __init__(self, kind: str, entity_id: bytes) -> None:
+        self.kind = kind
+        self.id = entity_id
+        self.created: bytes | None = None  # smallest creation event id seen
+        self.fields: dict[str, FieldState] = {}
+        self.removals: dict[bytes, Head] = {}  # removal event id -> (hlc, author, None)
+        self.removal_seen: set[bytes] = set()
+
+    @property
+    def removed(self) -> bool:
+        return bool(self.removals)
+
+    def value(self, field: str, default: Any = None) -> Any:
+        fs = self.fields.get(field)
+        win = fs.winner() if fs else None
+        return win[1].value if win else default
+
+
+class PlanState:
+    """Mutable fold state for one plan. Use `evolve`/`project`, not the fields."""
+
+    __slots__ = ("applied", "entities", "events", "plan", "rejected", "skipped")
+
+    def __init__(self, plan: bytes) -> None:
+        self.plan = plan
+        self.entities: dict[tuple[str, bytes], EntityState] = {}
+        self.skipped: dict[str, int] = {}  # unknown event type -> count
+        self.rejected: dict[bytes, str] = {}  # event id -> why the fold ignored it
+        self.events = 0  # distinct events folded
+        self.applied: set[bytes] = set()  # for idempotence; not part of the state's bytes
+
+    def entity(self, kind: str, entity_id: bytes) -> EntityState | None:
+        return self.entities.get((kind, entity_id))
+
+    def canonical(self) -> dict[str, Any]:
+        """The state as sorted builtins: equal states give equal bytes."""
+        ents = {}
+        for (kind, eid), ent in sorted(self.entities.items()):
+            ents[f"{kind}:{eid.hex()}"] = {
+                "created": ent.created,
+                "fields": {
+                    name: {
+                        "heads": sorted(
+                            (k, [h.hlc, h.author, h.value]) for k, h in fs.heads.items()
+                        ),
+                        "pending": sorted(fs.pending),
+                    }
+                    for name, fs in sorted(ent.fields.items())
+                },
+                "removals": sorted((k, [h.hlc, h.author]) for k, h in ent.removals.items()),
+                "removal_seen": sorted(ent.removal_seen),
+            }
+        return {
+            "fold": FOLD_VERSION,
+            "plan": self.plan,
+            "entities": ents,
+            "skipped": dict(sorted(self.skipped.items())),
+            "rejected": sorted(self.rejected.items()),
+            "events": self.events,
+        }
+
+
+_encoder = msgspec.msgpack.Encoder(order="deterministic")
+
+
+def canonical_bytes(state: PlanState) -> bytes:
+    return _encoder.encode(state.canonical())
+
+
+def _entity(state: PlanState, kind: str, entity_id: bytes) -> EntityState:
+    key = (kind, entity_id)
+    ent = state.entities.get(key)
+    if ent is None:
+        ent = state.entities[key] = EntityState(kind, entity_id)
+    return ent
+
+
+def evolve(state: PlanState, event: Event) -> PlanState:
+    """Fold one event into `state` (in place) and return it. Idempotent."""
+    eid = event.id
+    if eid in state.applied:
+        return state
+    state.applied.add(eid)
+    state.events += 1
+    body = event.body
+    if isinstance(body, UnknownBody):
+        state.skipped[body.type] = state.skipped.get(body.type, 0) + 1
+        return state
+    env = event.env
+    kind = body.entity_kind()
+    ent = _entity(state, kind, body.entity_id(env.plan))
+    replaces = body.replaced()
+    if isinstance(body, EntityRemoved):
+        if kind == "plan":
+            state.rejected[eid] = "a plan is archived, not removed"
+            return state
+        ent.removals[eid] = Head(env.hlc, env.author, None)
+        ent.removal_seen.update(replaces)
+        return state
+    if isinstance(body, ConflictResolved):
+        try:
+            validate_value(kind, body.field, body.value)
+        except FieldError as exc:
+            state.rejected[eid] = str(exc)
+            return state
+    if body.CREATES and (ent.created is None or eid < ent.created):
+        ent.created = eid
+    head = Head(env.hlc, env.author, None)
+    fields = ent.fields
+    for name, value in body.sets():
+        fs = fields.get(name)
+        if fs is None:
+            fs = fields[name] = FieldState()
+        heads = fs.heads
+        for r in replaces:
+            if heads.pop(r, None) is None:
+                fs.pending.add(r)
+        if eid in fs.pending:
+            fs.pending.discard(eid)
+        else:
+            heads[eid] = Head(head.hlc, head.author, value)
+    return state
+
+
+def project(plan: bytes, events: Iterable[Event], state: PlanState | None = None) -> PlanState:
+    """Fold `events` into `state` (a fresh state if None) and return it."""
+    st = PlanState(plan) if state is None else state
+    for event in events:
+        evolve(st, event)
+    return st
+
+
+# --- checkpoints: a state is its own snapshot ---------------------------------------------
+
+
+class _Snapshot(msgspec.Struct, array_like=True):
+    fold: str
+    plan: bytes
+    events: int
+    skipped: dict[str, int]
+    rejected: list[tuple[bytes, str]]
+    entities: list[
+        tuple[
+            str,  # kind
+            bytes,  # id
+            bytes | None,  # created
+            list[tuple[str, list[tuple[bytes, int, bytes, Any]], list[bytes]]],  # fields
+            list[tuple[bytes, int, bytes]],  # removals
+            list[bytes],  # removal_seen
+        ]
+    ]
+
+
+def snapshot(state: PlanState) -> bytes:
+    """Serialise the state for a checkpoint (deterministic)."""
+    ents = []
+    for (kind, eid), ent in sorted(state.entities.items()):
+        fields = [
+            (
+                name,
+                sorted((k, h.hlc, h.author, h.value) for k, h in fs.heads.items()),
+                sorted(fs.pending),
+            )
+            for name, fs in sorted(ent.fields.items())
+        ]
+        removals = sorted((k, h.hlc, h.author) for k, h in ent.removals.items())
+        ents.append((kind, eid, ent.created, fields, removals, sorted(ent.removal_seen)))
+    snap = _Snapshot(
+        fold=FOLD_VERSION,
+        plan=state.plan,
+        events=state.events,
+        skipped=dict(sorted(state.skipped.items())),
+        rejected=sorted(state.rejected.items()),
+        entities=ents,
+    )
+    return _encoder.encode(snap)
+
+
+_snapshot_decoder = msgspec.msgpack.Decoder(_Snapshot)
+
+
+class SnapshotMismatch(ValueError):
+    """A checkpoint written by another fold version; rebuild instead."""
+
+
+def restore(data: bytes) -> PlanState:
+    snap = _snapshot_decoder.decode(data)
+    if snap.fold != FOLD_VERSION:
+        raise SnapshotMismatch(f"checkpoint fold {snap.fold!r} != {FOLD_VERSION!r}")
+    state = PlanState(snap.plan)
+    state.events = snap.events
+    state.skipped = dict(snap.skipped)
+    state.rejected = dict(snap.rejected)
+    for kind, eid, created, fields, removals, seen in snap.entities:
+        ent = state.entities[(kind, eid)] = EntityState(kind, eid)
+        ent.created = created
+        for name, heads, pending in fields:
+            fs = ent.fields[name] = FieldState()
+            fs.heads = {k: Head(hlc, author, value) for k, hlc, author, value in heads}
+            fs.pending = set(pending)
+        ent.removals = {k: Head(hlc, author, None) for k, hlc, author in removals}
+        ent.removal_seen = set(seen)
+    return state

@@ -1,0 +1,147 @@
+"""Read model for people: the plan as they see it, conflicts made visible.
+
+`view(state)` turns the fold state into plain data (JSON-ready): every
+entity with its displayed field values, ordered phases/activities/sub-goals,
+every conflict with all its values and authors, removed entities, edits
+that arrived after a removal, and what the fold skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.events.hlc import to_iso
+from core.events.schema import ENTITY_FIELDS, is_reference
+from core.projections.plan_state import EntityState, PlanState
+
+ORDERED_KINDS = ("phase", "activity", "sub_goal")
+KIND_LISTS = {
+    "sub_goal": "sub_goals",
+    "phase": "phases",
+    "need": "needs",
+    "activity": "activities",
+    "actor": "actors",
+    "involvement": "involvement",
+    "decision": "decisions",
+    "note": "notes",
+}
+
+
+def plain(kind: str, field: str, value: Any) -> Any:
+    """A field value as JSON-ready data (ids as hex)."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if field in ENTITY_FIELDS.get(kind, {}) and is_reference(kind, field) and value is not None:
+        return bytes(value).hex()
+    return value
+
+
+def _sort_key(ent: EntityState) -> tuple[Any, ...]:
+    if ent.kind in ORDERED_KINDS:
+        fs = ent.fields.get("position")
+        win = fs.winner() if fs else None
+        if win is not None:
+            return (0, str(win[1].value), win[1].author, ent.id)
+    return (1, "", b"", ent.id)
+
+
+def entity_view(ent: EntityState) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    conflicts = []
+    for name, fs in sorted(ent.fields.items()):
+        win = fs.winner()
+        if win is None:
+            continue
+        fields[name] = plain(ent.kind, name, win[1].value)
+        if len(fs.heads) > 1:
+            conflicts.append(name)
+    out: dict[str, Any] = {"id": ent.id.hex(), "kind": ent.kind, "fields": fields}
+    if conflicts:
+        out["conflicts"] = conflicts
+    if ent.created is None:
+        out["incomplete"] = True  # edits arrived before the creation event
+    return out
+
+
+def conflicts(state: PlanState) -> list[dict[str, Any]]:
+    """Every field with several heads: each value with author, time, event."""
+    out = []
+    for (kind, eid), ent in sorted(state.entities.items()):
+        for name, fs in sorted(ent.fields.items()):
+            if len(fs.heads) < 2:
+                continue
+            ranked = sorted(
+                fs.heads.items(), key=lambda kv: (kv[1].hlc, kv[1].author, kv[0]), reverse=True
+            )
+            out.append(
+                {
+                    "kind": kind,
+                    "entity": eid.hex(),
+                    "field": name,
+                    "removed": ent.removed,
+                    "values": [
+                        {
+                            "value": plain(kind, name, head.value),
+                            "author": head.author.hex(),
+                            "time": to_iso(head.hlc),
+                            "hlc": head.hlc,
+                            "event": ev.hex(),
+                        }
+                        for ev, head in ranked
+                    ],
+                }
+            )
+    return out
+
+
+def edited_after_removal(state: PlanState) -> list[dict[str, Any]]:
+    out = []
+    for (kind, eid), ent in sorted(state.entities.items()):
+        if not ent.removed:
+            continue
+        for name, fs in sorted(ent.fields.items()):
+            for ev, head in sorted(fs.heads.items()):
+                if ev in ent.removal_seen or ent.created == ev:
+                    continue
+                out.append(
+                    {
+                        "kind": kind,
+                        "entity": eid.hex(),
+                        "field": name,
+                        "value": plain(kind, name, head.value),
+                        "author": head.author.hex(),
+                        "time": to_iso(head.hlc),
+                        "event": ev.hex(),
+                    }
+                )
+    return out
+
+
+def view(state: PlanState) -> dict[str, Any]:
+    """The whole plan as JSON-ready data (deterministic for equal states)."""
+    plan_ent = state.entity("plan", state.plan)
+    out: dict[str, Any] = {
+        "plan": state.plan.hex(),
+        "fields": entity_view(plan_ent)["fields"] if plan_ent else {},
+        "plan_conflicts": entity_view(plan_ent).get("conflicts", []) if plan_ent else [],
+    }
+    groups: dict[str, list[EntityState]] = {k: [] for k in KIND_LISTS}
+    removed = []
+    for (kind, _), ent in sorted(state.entities.items()):
+        if kind == "plan":
+            continue
+        if ent.removed:
+            removed.append(ent)
+        elif kind in groups:
+            groups[kind].append(ent)
+    for kind, name in KIND_LISTS.items():
+        out[name] = [entity_view(e) for e in sorted(groups[kind], key=_sort_key)]
+    out["removed"] = [entity_view(e) for e in removed]
+    out["conflicts"] = conflicts(state)
+    out["edited_after_removal"] = edited_after_removal(state)
+    out["skipped_unknown_types"] = dict(sorted(state.skipped.items()))
+    out["rejected_by_fold"] = [
+        {"event": k.hex(), "reason": v} for k, v in sorted(state.rejected.items())
+    ]
+    out["events"] = state.events
+    return out

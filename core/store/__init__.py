@@ -1,0 +1,1 @@
+"""The local event log: SQLite (WAL) through aiosqlite."""

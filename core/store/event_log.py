@@ -1,0 +1,636 @@
+"""The local event log: append, ingest, vectors, checkpoints (aiosqlite).
+
+Writes run in `BEGIN IMMEDIATE` transactions under one asyncio lock, so a
+transaction never interleaves with another on the same connection and the
+write lock is taken up front (no upgrade deadlocks between processes). The
+client log runs with `synchronous=FULL`: a committed event survives power
+loss.
+
+Ingest rules (DESIGN.md, "Local store"):
+
+* an identical event already stored is a duplicate: a no-op, counted;
+* a different event for a stored (plan, device, seq), or one whose `prev`
+  is not the id of the stored event before it, is a **fork**: it is kept in
+  `evidence`, the chain is frozen, and it is reported;
+* events for a frozen chain are kept in `evidence` (quarantined), not applied;
+* an event whose seq leaves a gap is rejected (`gap`): the sender still has
+  it and will send the missing ones first;
+* signatures: fast path per linked segment (`core.events.verify`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+
+import aiosqlite
+import msgspec
+
+from core.events.bodies import Body
+from core.events.envelope import (
+    Event,
+    EventError,
+    Signer,
+    decode_stored,
+    event_id,
+    open_event,
+    seal,
+    signature_ok,
+)
+from core.events.hlc import HybridClock, system_ms
+from core.events.ids import ZERO_HASH
+from core.events.verify import authentic_prefix
+from core.projections.plan_state import (
+    FOLD_VERSION,
+    PlanState,
+    SnapshotMismatch,
+    evolve,
+    restore,
+    snapshot,
+)
+from core.store.schema import PRAGMAS, SCHEMA, SCHEMA_VERSION
+
+CHECKPOINT_EVERY = 2_000  # fold at most this many events past a checkpoint before writing one
+
+Vector = dict[bytes, int]  # device key -> highest contiguous seq
+
+
+class StoreError(Exception):
+    """The log cannot do what was asked; the message says why."""
+
+
+class Rejection(msgspec.Struct, frozen=True):
+    index: int  # position in the ingested batch
+    event: bytes | None  # event id, if the bytes could be parsed
+    reason: str  # stable code: malformed, bad_signature, fork, gap, frozen, ...
+    message: str
+
+
+class IngestReport(msgspec.Struct):
+    accepted: list[Event] = msgspec.field(default_factory=list)
+    duplicates: int = 0
+    rejected: list[Rejection] = msgspec.field(default_factory=list)
+    evidence: list[Rejection] = msgspec.field(default_factory=list)  # kept, not applied
+
+
+class EventLog:
+    """One SQLite event log. Create with `await EventLog.open(path)`."""
+
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        path: Path,
+        workspace: bytes,
+        clock: HybridClock,
+        now_ms: Callable[[], int],
+    ) -> None:
+        self._conn = conn
+        self.path = path
+        self.workspace = workspace
+        self.clock = clock
+        self._now_ms = now_ms
+        self._lock = asyncio.Lock()
+        self._plan_nos: dict[bytes, int] = {}
+        self._device_nos: dict[bytes, int] = {}
+        self._device_keys: dict[int, bytes] = {}
+        self._plan_ids: dict[int, bytes] = {}
+
+    # --- opening and closing -------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | Path,
+        *,
+        workspace: bytes | None = None,
+        synchronous: str = "FULL",
+        now_ms: Callable[[], int] = system_ms,
+    ) -> EventLog:
+        """Open (creating if needed) the log at `path`.
+
+        A new log needs `workspace`; an existing one must match it if given.
+        """
+        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise StoreError(f"unsupported synchronous mode {synchronous!r}")
+        path = Path(path)
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            for pragma in PRAGMAS:
+                await conn.execute(pragma)
+            await conn.execute(f"PRAGMA synchronous={synchronous}")
+            await conn.execute("BEGIN IMMEDIATE")
+            for statement in _split_sql(SCHEMA):
+                await conn.execute(statement)
+            stored = await _meta(conn, "workspace")
+            if stored is None:
+                if workspace is None:
+                    raise StoreError(f"{path} is a new log and no workspace was given")
+                await _set_meta(conn, "workspace", workspace)
+                await _set_meta(conn, "schema_version", str(SCHEMA_VERSION).encode())
+                stored = workspace
+            elif workspace is not None and workspace != stored:
+                raise StoreError(
+                    f"{path} belongs to workspace {stored.hex()}, not {workspace.hex()}"
+                )
+            clock_last = await _meta(conn, "clock")
+            await conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.execute("ROLLBACK")
+            await conn.close()
+            raise
+        last = int.from_bytes(clock_last, "big") if clock_last else 0
+        log = cls(conn, path, stored, HybridClock(last=last), now_ms)
+        await log._load_numbers()
+        if not clock_last:
+            log.clock.last = await log._max_plausible_hlc()
+        return log
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def __aenter__(self) -> EventLog:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _load_numbers(self) -> None:
+        async with self._conn.execute("SELECT plan_no, plan_id FROM plans") as cur:
+            for no, pid in await cur.fetchall():
+                self._plan_nos[bytes(pid)] = no
+                self._plan_ids[no] = bytes(pid)
+        async with self._conn.execute("SELECT device_no, device_key FROM devices") as cur:
+            for no, key in await cur.fetchall():
+                self._device_nos[bytes(key)] = no
+                self._device_keys[no] = bytes(key)
+
+    async def _max_plausible_hlc(self) -> int:
+        limit = (self._now_ms() + self.clock.max_drift_ms) << 16
+        async with self._conn.execute("SELECT max(hlc) FROM events WHERE hlc <= ?", (limit,)) as c:
+            row = await c.fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    @contextlib.asynccontextmanager
+    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                await self._load_numbers_after_rollback()
+                raise
+            await self._conn.execute("COMMIT")
+
+    async def _load_numbers_after_rollback(self) -> None:
+        self._plan_nos.clear()
+        self._plan_ids.clear()
+        self._device_nos.clear()
+        self._device_keys.clear()
+        await self._load_numbers()
+
+    async def _plan_no(self, plan: bytes) -> int:
+        no = self._plan_nos.get(plan)
+        if no is None:
+            cur = await self._conn.execute("INSERT INTO plans(plan_id) VALUES (?)", (plan,))
+            no = cur.lastrowid
+            assert no is not None
+            self._plan_nos[plan] = no
+            self._plan_ids[no] = plan
+        return no
+
+    async def _device_no(self, device: bytes) -> int:
+        no = self._device_nos.get(device)
+        if no is None:
+            cur = await self._conn.execute("INSERT INTO devices(device_key) VALUES (?)", (device,))
+            no = cur.lastrowid
+            assert no is not None
+            self._device_nos[device] = no
+            self._device_keys[no] = device
+        return no
+
+    # --- writing ---------------------------------------------------------------------------
+
+    async def append(self, signer: Signer, plan: bytes, bodies: Iterable[Body]) -> list[Event]:
+        """Seal `bodies` as this device's next events of `plan`, durably, in one
+        transaction. Returns the events (fold them into any open projection)."""
+        bodies = list(bodies)
+        if not bodies:
+            return []
+        async with self._tx() as conn:
+            plan_no = await self._plan_no(plan)
+            dev_no = await self._device_no(signer.public_key)
+            if await self._frozen_at(plan_no, dev_no) is not None:
+                raise StoreError("this device's chain for the plan is frozen after a fork")
+            async with conn.execute(
+                "SELECT seq, raw FROM events WHERE plan_no=? AND device_no=? "
+                "ORDER BY seq DESC LIMIT 1",
+                (plan_no, dev_no),
+            ) as cur:
+                row = await cur.fetchone()
+            seq, prev = (int(row[0]), event_id(bytes(row[1]))) if row else (0, ZERO_HASH)
+            events = []
+            for body in bodies:
+                seq += 1
+                ev = seal(
+                    signer,
+                    workspace=self.workspace,
+                    plan=plan,
+                    seq=seq,
+                    prev=prev,
+                    hlc=self.clock.now(self._now_ms()),
+                    body=body,
+                )
+                events.append(ev)
+                prev = ev.id
+            await conn.executemany(
+                "INSERT INTO events(plan_no, device_no, seq, hlc, raw) VALUES (?,?,?,?,?)",
+                [(plan_no, dev_no, e.env.seq, e.env.hlc, e.raw) for e in events],
+            )
+            await _set_meta(conn, "clock", self.clock.last.to_bytes(8, "big"))
+        return events
+
+    async def ingest(self, raws: Iterable[bytes]) -> IngestReport:
+        """Verify and apply events from elsewhere (a peer, a bundle, a server).
+
+        Never raises for bad input: every event ends up accepted, counted as
+        a duplicate, kept as evidence, or rejected with a reason.
+        """
+        report = IngestReport()
+        chains: dict[tuple[bytes, bytes], list[tuple[int, Event]]] = defaultdict(list)
+        for index, raw in enumerate(raws):
+            try:
+                ev = open_event(raw, verify=False, strict=True)
+            except EventError as exc:
+                report.rejected.append(Rejection(index, None, exc.reason, str(exc)))
+                continue
+            if ev.env.workspace != self.workspace:
+                report.rejected.append(
+                    Rejection(index, ev.id, "wrong_workspace", "event of another workspace")
+                )
+                continue
+            chains[(ev.env.plan, ev.env.author)].append((index, ev))
+        if not chains:
+            return report
+        async with self._tx() as conn:
+            rows = []
+            for (plan, author), items in chains.items():
+                rows.extend(await self._ingest_chain(conn, plan, author, items, report))
+            if rows:
+                await conn.executemany(
+                    "INSERT INTO events(plan_no, device_no, seq, hlc, raw) VALUES (?,?,?,?,?)",
+                    rows,
+                )
+            now = self._now_ms()
+            for ev in report.accepted:
+                self.clock.observe(ev.env.hlc, now)
+            await _set_meta(conn, "clock", self.clock.last.to_bytes(8, "big"))
+        return report
+
+    async def _ingest_chain(
+        self,
+        conn: aiosqlite.Connection,
+        plan: bytes,
+        author: bytes,
+        items: list[tuple[int, Event]],
+        report: IngestReport,
+    ) -> list[tuple[int, int, int, int, bytes]]:
+        items.sort(key=lambda it: (it[1].env.seq, it[0]))
+        plan_no = await self._plan_no(plan)
+        dev_no = await self._device_no(author)
+        async with conn.execute(
+            "SELECT seq, raw FROM events WHERE plan_no=? AND device_no=? ORDER BY seq DESC LIMIT 1",
+            (plan_no, dev_no),
+        ) as cur:
+            row = await cur.fetchone()
+        head_seq, head_id = (int(row[0]), event_id(bytes(row[1]))) if row else (0, ZERO_HASH)
+        frozen = await self._frozen_at(plan_no, dev_no)
+        fresh: list[tuple[int, Event]] = []
+        seen_in_batch: dict[int, bytes] = {}
+        for index, ev in items:
+            seq = ev.env.seq
+            if seq in seen_in_batch:
+                if seen_in_batch[seq] == ev.raw:
+                    report.duplicates += 1
+                else:  # two different events for one seq in one batch
+                    await self._keep_evidence(conn, plan_no, dev_no, ev, "fork", report, index)
+                    frozen = frozen if frozen is not None else seq
+                continue
+            seen_in_batch[seq] = ev.raw
+            if seq <= head_seq:
+                async with conn.execute(
+                    "SELECT raw FROM events WHERE plan_no=? AND device_no=? AND seq=?",
+                    (plan_no, dev_no, seq),
+                ) as cur:
+                    stored = await cur.fetchone()
+                if stored is not None and bytes(stored[0]) == ev.raw:
+                    report.duplicates += 1
+                    continue
+                if not _signature_checked(ev):
+                    report.rejected.append(
+                        Rejection(index, ev.id, "bad_signature", "signature does not verify")
+                    )
+                    continue
+                await self._keep_evidence(conn, plan_no, dev_no, ev, "fork", report, index)
+                frozen = await self._freeze(conn, plan_no, dev_no, seq, "fork", frozen)
+                continue
+            fresh.append((index, ev))
+        rows: list[tuple[int, int, int, int, bytes]] = []
+        expected_seq, expected_prev = head_seq + 1, head_id
+        run: list[tuple[int, Event]] = []
+        for pos, (index, ev) in enumerate(fresh):
+            seq = ev.env.seq
+            if frozen is not None:
+                await self._keep_evidence(conn, plan_no, dev_no, ev, "frozen", report, index)
+                continue
+            if seq != expected_seq:
+                for i2, ev2 in fresh[pos:]:
+                    report.rejected.append(
+                        Rejection(
+                            i2,
+                            ev2.id,
+                            "gap",
+                            f"seq {ev2.env.seq} but this log has up to {expected_seq - 1}",
+                        )
+                    )
+                break
+            if ev.env.prev != expected_prev:
+                if not _signature_checked(ev):
+                    report.rejected.append(
+                        Rejection(index, ev.id, "bad_signature", "signature does not verify")
+                    )
+                    break
+                await self._keep_evidence(conn, plan_no, dev_no, ev, "fork", report, index)
+                frozen = await self._freeze(conn, plan_no, dev_no, seq, "fork", frozen)
+                continue
+            run.append((index, ev))
+            expected_seq, expected_prev = seq + 1, ev.id
+        if run:
+            events = [ev for _, ev in run]
+            good = authentic_prefix(events, head_id)
+            for _index, ev in run[:good]:
+                report.accepted.append(ev)
+                rows.append((plan_no, dev_no, ev.env.seq, ev.env.hlc, ev.raw))
+            for index, ev in run[good:]:
+                report.rejected.append(
+                    Rejection(index, ev.id, "bad_signature", "signature does not verify")
+                )
+        return rows
+
+    async def _frozen_at(self, plan_no: int, dev_no: int) -> int | None:
+        async with self._conn.execute(
+            "SELECT at_seq FROM frozen_chains WHERE plan_no=? AND device_no=?", (plan_no, dev_no)
+        ) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else None
+
+    async def _freeze(
+        self,
+        conn: aiosqlite.Connection,
+        plan_no: int,
+        dev_no: int,
+        seq: int,
+        reason: str,
+        frozen: int | None,
+    ) -> int:
+        if frozen is not None:
+            return frozen
+        await conn.execute(
+            "INSERT OR IGNORE INTO frozen_chains(plan_no, device_no, at_seq, reason, since) "
+            "VALUES (?,?,?,?,?)",
+            (plan_no, dev_no, seq, reason, self._now_ms()),
+        )
+        return seq
+
+    async def _keep_evidence(
+        self,
+        conn: aiosqlite.Connection,
+        plan_no: int,
+        dev_no: int,
+        ev: Event,
+        reason: str,
+        report: IngestReport,
+        index: int,
+    ) -> None:
+        detail = {
+            "fork": f"a different event for seq {ev.env.seq} or a broken prev link",
+            "frozen": "the author's chain is frozen after a fork; quarantined",
+        }[reason]
+        cur = await conn.execute(
+            "INSERT OR IGNORE INTO evidence(plan_no, device_no, seq, reason, detail, raw, received)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (plan_no, dev_no, ev.env.seq, reason, detail, ev.raw, self._now_ms()),
+        )
+        if cur.rowcount:
+            report.evidence.append(Rejection(index, ev.id, reason, detail))
+        else:
+            report.duplicates += 1
+
+    # --- reading ---------------------------------------------------------------------------
+
+    async def plans(self) -> list[tuple[bytes, int]]:
+        """(plan id, event count) for every plan in the log, oldest plan first."""
+        async with self._conn.execute(
+            "SELECT p.plan_id, count(e.rx) FROM plans p LEFT JOIN events e USING (plan_no) "
+            "GROUP BY p.plan_no ORDER BY p.plan_no"
+        ) as cur:
+            return [(bytes(pid), int(n)) for pid, n in await cur.fetchall() if n]
+
+    async def vector(self, plan: bytes) -> Vector:
+        """{device: highest seq} of `plan`; chains are contiguous, so this is
+        also the highest contiguous seq."""
+        plan_no = self._plan_nos.get(plan)
+        if plan_no is None:
+            return {}
+        async with self._conn.execute(
+            "SELECT device_no, max(seq) FROM events WHERE plan_no=? GROUP BY device_no", (plan_no,)
+        ) as cur:
+            return {self._device_keys[d]: int(s) for d, s in await cur.fetchall()}
+
+    async def lacking(
+        self, plan: bytes, theirs: Vector, *, max_count: int = 1000, max_bytes: int = 1 << 20
+    ) -> AsyncIterator[list[bytes]]:
+        """What the other side lacks, given its vector: batches of raw events,
+        each at most `max_count` events / about `max_bytes`, oldest first per
+        chain. The one query path for bundles and sync."""
+        plan_no = self._plan_nos.get(plan)
+        if plan_no is None:
+            return
+        batch: list[bytes] = []
+        size = 0
+        for device, ours in sorted((await self.vector(plan)).items()):
+            after = theirs.get(device, 0)
+            if ours <= after:
+                continue
+            dev_no = self._device_nos[device]
+            cursor_seq = after
+            while True:
+                async with self._conn.execute(
+                    "SELECT seq, raw FROM events WHERE plan_no=? AND device_no=? AND seq>? "
+                    "ORDER BY seq LIMIT ?",
+                    (plan_no, dev_no, cursor_seq, max_count),
+                ) as cur:
+                    rows = await cur.fetchall()
+                if not rows:
+                    break
+                for seq, raw in rows:
+                    batch.append(bytes(raw))
+                    size += len(raw)
+                    cursor_seq = int(seq)
+                    if len(batch) >= max_count or size >= max_bytes:
+                        yield batch
+                        batch, size = [], 0
+        if batch:
+            yield batch
+
+    async def raw_events(self, plan: bytes, after_rx: int = 0) -> list[tuple[int, bytes]]:
+        """(rx, raw) of `plan`'s events in this log's receive order."""
+        plan_no = self._plan_nos.get(plan)
+        if plan_no is None:
+            return []
+        async with self._conn.execute(
+            "SELECT rx, raw FROM events WHERE plan_no=? AND rx>? ORDER BY rx", (plan_no, after_rx)
+        ) as cur:
+            return [(int(rx), bytes(raw)) for rx, raw in await cur.fetchall()]
+
+    async def events(self, plan: bytes) -> list[Event]:
+        return [decode_stored(raw) for _, raw in await self.raw_events(plan)]
+
+    async def chains(self) -> AsyncIterator[tuple[bytes, bytes, list[tuple[int, int, bytes]]]]:
+        """Every stored chain: (plan, device, [(seq, hlc, raw)…] by seq)."""
+        async with self._conn.execute(
+            "SELECT plan_no, device_no FROM events GROUP BY plan_no, device_no"
+        ) as cur:
+            pairs = await cur.fetchall()
+        for plan_no, dev_no in pairs:
+            async with self._conn.execute(
+                "SELECT seq, hlc, raw FROM events WHERE plan_no=? AND device_no=? ORDER BY seq",
+                (plan_no, dev_no),
+            ) as cur:
+                rows = [(int(s), int(h), bytes(r)) for s, h, r in await cur.fetchall()]
+            yield self._plan_ids[plan_no], self._device_keys[dev_no], rows
+
+    async def evidence(self) -> list[dict[str, object]]:
+        async with self._conn.execute(
+            "SELECT p.plan_id, d.device_key, v.seq, v.reason, v.detail, v.raw, v.received "
+            "FROM evidence v JOIN plans p USING (plan_no) JOIN devices d USING (device_no) "
+            "ORDER BY v.id"
+        ) as cur:
+            rows = await cur.fetchall()
+        return [
+            {
+                "plan": bytes(p),
+                "device": bytes(d),
+                "seq": int(s),
+                "reason": r,
+                "detail": det,
+                "event": event_id(bytes(raw)),
+                "received": int(rec),
+            }
+            for p, d, s, r, det, raw, rec in rows
+        ]
+
+    async def frozen_chains(self) -> list[tuple[bytes, bytes, int, str]]:
+        async with self._conn.execute(
+            "SELECT p.plan_id, d.device_key, f.at_seq, f.reason FROM frozen_chains f "
+            "JOIN plans p USING (plan_no) JOIN devices d USING (device_no)"
+        ) as cur:
+            return [(bytes(p), bytes(d), int(s), r) for p, d, s, r in await cur.fetchall()]
+
+    async def integrity_problems(self) -> list[str]:
+        """SQLite's own integrity check, as a list of problems (empty: fine)."""
+        async with self._conn.execute("PRAGMA integrity_check") as cur:
+            rows = [r[0] for r in await cur.fetchall()]
+        return [] if rows == ["ok"] else rows
+
+    # --- projections and checkpoints -------------------------------------------------------
+
+    async def rebuild_state(self, plan: bytes) -> PlanState:
+        """Fold the plan from zero, ignoring checkpoints."""
+        state = PlanState(plan)
+        for _, raw in await self.raw_events(plan):
+            evolve(state, decode_stored(raw))
+        return state
+
+    async def load_state(self, plan: bytes, *, checkpoint: bool = True) -> PlanState:
+        """The plan's current state: latest checkpoint plus the events after it.
+
+        Writes a fresh checkpoint when more than CHECKPOINT_EVERY events had to
+        be folded (and `checkpoint` is true).
+        """
+        plan_no = self._plan_nos.get(plan)
+        if plan_no is None:
+            raise StoreError(f"no plan {plan.hex()} in this log")
+        state, upto = PlanState(plan), 0
+        async with self._conn.execute(
+            "SELECT fold, upto_rx, state FROM checkpoints WHERE plan_no=?", (plan_no,)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is not None and row[0] == FOLD_VERSION:
+            try:
+                state, upto = restore(bytes(row[2])), int(row[1])
+            except (SnapshotMismatch, msgspec.DecodeError, msgspec.ValidationError):
+                state, upto = PlanState(plan), 0
+        tail = await self.raw_events(plan, after_rx=upto)
+        for _, raw in tail:
+            evolve(state, decode_stored(raw))
+        if checkpoint and len(tail) > CHECKPOINT_EVERY:
+            await self.save_checkpoint(plan, state, tail[-1][0])
+        return state
+
+    async def save_checkpoint(self, plan: bytes, state: PlanState, upto_rx: int) -> None:
+        """Record `state` as the fold of every event of `plan` with rx <= upto_rx."""
+        plan_no = self._plan_nos[plan]
+        async with self._tx() as conn:
+            async with conn.execute(
+                "SELECT device_no, max(seq) FROM events WHERE plan_no=? AND rx<=? "
+                "GROUP BY device_no",
+                (plan_no, upto_rx),
+            ) as cur:
+                vector = {self._device_keys[d].hex(): int(s) for d, s in await cur.fetchall()}
+            await conn.execute(
+                "INSERT OR REPLACE INTO checkpoints(plan_no, fold, upto_rx, events, vector, state)"
+                " VALUES (?,?,?,?,?,?)",
+                (
+                    plan_no,
+                    FOLD_VERSION,
+                    upto_rx,
+                    state.events,
+                    msgspec.json.encode(vector),
+                    snapshot(state),
+                ),
+            )
+
+
+def _signature_checked(ev: Event) -> bool:
+    return signature_ok(ev.raw, ev.env.author)
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split the schema into statements (triggers contain inner semicolons)."""
+    out, buf = [], []
+    for line in script.splitlines():
+        if line.strip().startswith("--") or not line.strip():
+            continue
+        buf.append(line)
+        joined = "\n".join(buf)
+        if joined.rstrip().endswith(";") and (
+            "CREATE TRIGGER" not in joined or joined.rstrip().endswith("END;")
+        ):
+            out.append(joined)
+            buf = []
+    return out
+
+
+async def _meta(conn: aiosqlite.Connection, key: str) -> bytes | None:
+    async with conn.execute("SELECT value FROM meta WHERE key=?", (key,)) as cur:
+        row = await cur.fetchone()
+    return bytes(row[0]) if row else None
+
+
+async def _set_meta(conn: aiosqlite.Connection, key: str, value: bytes) -> None:
+    await conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?,?)", (key, value))

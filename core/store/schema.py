@@ -1,0 +1,85 @@
+"""The SQLite schema of an event log, and the pragmas every connection uses.
+
+Events are stored as their exact signed bytes (`raw`). The columns beside
+it (plan, device, seq, hlc) are read from those bytes on the way in, so the
+log can be queried without decoding; `vidda verify` re-checks that they
+still agree. Plans and devices get small integer numbers so the per-event
+overhead stays small (see docs/performance.md, bytes per event).
+
+`rx` (the rowid) is this replica's receive order: the cursor for "what came
+in since". UPDATE and DELETE on `events` and `evidence` abort: the log is
+append-only; only derived tables (checkpoints, meta) change.
+"""
+
+SCHEMA_VERSION = 1
+
+PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=10000",
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS plans (
+    plan_no INTEGER PRIMARY KEY,
+    plan_id BLOB NOT NULL UNIQUE CHECK (length(plan_id) = 16)
+);
+CREATE TABLE IF NOT EXISTS devices (
+    device_no  INTEGER PRIMARY KEY,
+    device_key BLOB NOT NULL UNIQUE CHECK (length(device_key) = 32)
+);
+CREATE TABLE IF NOT EXISTS events (
+    rx        INTEGER PRIMARY KEY,
+    plan_no   INTEGER NOT NULL REFERENCES plans(plan_no),
+    device_no INTEGER NOT NULL REFERENCES devices(device_no),
+    seq       INTEGER NOT NULL CHECK (seq >= 1),
+    hlc       INTEGER NOT NULL,
+    raw       BLOB NOT NULL,
+    UNIQUE (plan_no, device_no, seq)
+);
+CREATE INDEX IF NOT EXISTS events_by_plan ON events (plan_no, rx);
+
+-- Events kept as evidence but not applied: forks (a second, different event
+-- for a (plan, device, seq) the log already has, or a broken prev link) and
+-- events that arrived for a frozen chain.
+CREATE TABLE IF NOT EXISTS evidence (
+    id        INTEGER PRIMARY KEY,
+    plan_no   INTEGER NOT NULL REFERENCES plans(plan_no),
+    device_no INTEGER NOT NULL REFERENCES devices(device_no),
+    seq       INTEGER NOT NULL,
+    reason    TEXT NOT NULL,
+    detail    TEXT NOT NULL,
+    raw       BLOB NOT NULL,
+    received  INTEGER NOT NULL,
+    UNIQUE (plan_no, device_no, seq, raw)
+);
+CREATE TABLE IF NOT EXISTS frozen_chains (
+    plan_no   INTEGER NOT NULL REFERENCES plans(plan_no),
+    device_no INTEGER NOT NULL REFERENCES devices(device_no),
+    at_seq    INTEGER NOT NULL,
+    reason    TEXT NOT NULL,
+    since     INTEGER NOT NULL,
+    PRIMARY KEY (plan_no, device_no)
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    plan_no  INTEGER PRIMARY KEY REFERENCES plans(plan_no),
+    fold     TEXT NOT NULL,
+    upto_rx  INTEGER NOT NULL,
+    events   INTEGER NOT NULL,
+    vector   BLOB NOT NULL,
+    state    BLOB NOT NULL
+);
+
+CREATE TRIGGER IF NOT EXISTS events_append_only_u BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_append_only_d BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS evidence_append_only_u BEFORE UPDATE ON evidence
+BEGIN SELECT RAISE(ABORT, 'evidence is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS evidence_append_only_d BEFORE DELETE ON evidence
+BEGIN SELECT RAISE(ABORT, 'evidence is append-only'); END;
+"""

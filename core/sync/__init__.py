@@ -1,0 +1,1 @@
+"""Sync: moving events between replicas (bundles now; the wire protocol next)."""

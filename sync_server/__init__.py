@@ -1,0 +1,1 @@
+"""The sync server: a thin websockets shell around `core.sync` (issue: sync)."""

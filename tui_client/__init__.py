@@ -1,0 +1,1 @@
+"""The client side: the `vidda` command line (and, next, the Textual TUI)."""

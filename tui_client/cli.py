@@ -1,0 +1,101 @@
+"""The `vidda` command line: the scripting interface to a device's store.
+
+Every command that prints data has `--json`. Errors are one line on stderr
+and a non-zero exit: 1 for a failed command, 2 for bad usage, 3 when a
+bundle import kept or rejected some events (the rest landed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import msgspec
+
+from core.commands.edits import EditError
+from core.events.envelope import EventError
+from core.events.ids import IdError
+from core.events.schema import FieldError
+from core.identity.keyfile import KeyFileError
+from core.identity.profile import ProfileError
+from core.store.event_log import StoreError
+from core.sync.bundle import BundleError
+from tui_client.home import Home, HomeError, resolve_home
+
+EXPECTED_ERRORS = (
+    EditError,
+    EventError,
+    IdError,
+    FieldError,
+    KeyFileError,
+    ProfileError,
+    StoreError,
+    BundleError,
+    HomeError,
+    OSError,
+)
+
+Handler = Callable[[argparse.Namespace, list[str]], Coroutine[Any, Any, int]]
+
+
+class UsageError(Exception):
+    pass
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(msgspec.json.encode(data).decode() + "\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from tui_client import cli_bundle, cli_plan, cli_workspace
+
+    parser = argparse.ArgumentParser(
+        prog="vidda",
+        description="Offline-first process plans for municipal development work.",
+    )
+    parser.add_argument("--home", help="data folder (default: $VIDDA_HOME or the user data dir)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    cli_workspace.register(sub)
+    cli_plan.register(sub)
+    cli_bundle.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_list = sys.argv[1:] if argv is None else argv
+    parser = _parser()
+    args, extra = parser.parse_known_args(args_list)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        if args.command is None and not extra:
+            from tui_client.cli_workspace import quick_start
+
+            handler = quick_start
+        else:
+            parser.print_help(sys.stderr)
+            return 2
+    if extra and not getattr(args, "accepts_fields", False):
+        parser.error(f"unrecognised arguments: {' '.join(extra)}")
+    args.home_dir = Home(resolve_home(args.home))
+    try:
+        return asyncio.run(handler(args, extra))
+    except UsageError as exc:
+        print(f"vidda: usage: {exc}", file=sys.stderr)
+        return 2
+    except EXPECTED_ERRORS as exc:
+        print(f"vidda: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("vidda: interrupted", file=sys.stderr)
+        return 130
+
+
+def run() -> None:
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,112 @@
+"""A device's data folder: profile, encrypted key, and the local event log.
+
+Layout of `HOME` (from `--home`, `VIDDA_HOME`, or the platform's user data
+folder)::
+
+    profile.json   workspace id, device public key, person's display name
+    device.key     Ed25519 key, scrypt + AES-GCM encrypted, mode 0600
+    vidda.db       the SQLite event log (WAL, synchronous=FULL)
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import platformdirs
+
+from core.events.ids import new_uuid7, parse_hex
+from core.identity.keyfile import DeviceKey, KeyFileError, load_key, save_key
+from core.identity.profile import Profile, load_profile, save_profile
+from core.store.event_log import EventLog
+
+
+class HomeError(Exception):
+    pass
+
+
+def resolve_home(arg: str | None) -> Path:
+    if arg:
+        return Path(arg).expanduser()
+    env = os.environ.get("VIDDA_HOME")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_data_dir("vidda", appauthor=False))
+
+
+def ask_passphrase(*, confirm: bool) -> str:
+    """The passphrase from VIDDA_PASSPHRASE, else asked on the terminal."""
+    env = os.environ.get("VIDDA_PASSPHRASE")
+    if env is not None:
+        if not env:
+            raise HomeError("VIDDA_PASSPHRASE is set but empty")
+        return env
+    if not sys.stdin.isatty():
+        raise HomeError("no passphrase: set VIDDA_PASSPHRASE or run in a terminal")
+    first = getpass.getpass("Passphrase for this device's key: ")
+    if not first:
+        raise HomeError("the passphrase must not be empty")
+    if confirm and getpass.getpass("Repeat the passphrase: ") != first:
+        raise HomeError("the passphrases did not match")
+    return first
+
+
+class Home:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.profile_path = path / "profile.json"
+        self.key_path = path / "device.key"
+        self.db_path = path / "vidda.db"
+        self._key: DeviceKey | None = None
+
+    @property
+    def initialised(self) -> bool:
+        return self.profile_path.exists()
+
+    def profile(self) -> Profile:
+        return load_profile(self.profile_path)
+
+    async def init(self, name: str | None, workspace: str | None) -> Profile:
+        """Create the device key, profile and empty log. Refuses to overwrite."""
+        if self.initialised or self.key_path.exists():
+            prof = self.profile()
+            raise HomeError(
+                f"{self.path} is already set up (workspace {prof.workspace}, device {prof.device})"
+            )
+        ws = parse_hex(workspace, 16, "workspace id") if workspace else new_uuid7()
+        person = (name or os.environ.get("VIDDA_NAME") or getpass.getuser()).strip()
+        if not person:
+            raise HomeError("the display name must not be empty")
+        passphrase = ask_passphrase(confirm=True)
+        key = DeviceKey.generate()
+        self.path.mkdir(parents=True, exist_ok=True)
+        save_key(self.key_path, key, passphrase)
+        prof = Profile(
+            workspace=ws.hex(),
+            device=key.public_key.hex(),
+            name=person,
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        log = await EventLog.open(self.db_path, workspace=ws)
+        await log.close()
+        save_profile(self.profile_path, prof)
+        self._key = key
+        return prof
+
+    def signer(self) -> DeviceKey:
+        """The decrypted device key (asks for the passphrase once)."""
+        if self._key is None:
+            try:
+                self._key = load_key(self.key_path, ask_passphrase(confirm=False))
+            except KeyFileError as exc:
+                raise HomeError(str(exc)) from None
+            if self._key.public_key.hex() != self.profile().device:
+                raise HomeError("device.key does not belong to this profile")
+        return self._key
+
+    async def open_log(self) -> EventLog:
+        prof = self.profile()
+        return await EventLog.open(self.db_path, workspace=bytes.fromhex(prof.workspace))
