@@ -116,31 +116,28 @@ async def cmd_import(args: argparse.Namespace, extra: list[str]) -> int:
         report = await log.ingest(bundle.events)
     finally:
         await log.close()
-    summary = {
+
+    def listed(rows: list[Any]) -> list[dict[str, Any]]:
+        return [
+            {
+                "index": r.index,
+                "event": r.event.hex() if r.event else None,
+                "reason": r.reason,
+                "message": r.message,
+            }
+            for r in rows
+        ]
+
+    problems = listed(report.rejected) + listed(report.evidence)
+    summary: dict[str, Any] = {
         "file": str(args.file),
         "bundle_signature_valid": signed_ok,
         "exporter": bundle.exporter.hex(),
         "events": len(bundle.events),
         "accepted": len(report.accepted),
         "duplicates": report.duplicates,
-        "rejected": [
-            {
-                "index": r.index,
-                "event": r.event.hex() if r.event else None,
-                "reason": r.reason,
-                "message": r.message,
-            }
-            for r in report.rejected
-        ],
-        "evidence": [
-            {
-                "index": r.index,
-                "event": r.event.hex() if r.event else None,
-                "reason": r.reason,
-                "message": r.message,
-            }
-            for r in report.evidence
-        ],
+        "rejected": listed(report.rejected),
+        "evidence": listed(report.evidence),
     }
     if args.json:
         emit_json(summary)
@@ -155,7 +152,7 @@ async def cmd_import(args: argparse.Namespace, extra: list[str]) -> int:
             f"imported {summary['accepted']} new events, {summary['duplicates']} duplicates, "
             f"{len(report.rejected)} rejected, {len(report.evidence)} kept as fork evidence"
         )
-        for r in summary["rejected"] + summary["evidence"]:
+        for r in problems:
             print(
                 f"  event #{r['index']} {(r['event'] or '?')[:16]}: {r['reason']}: {r['message']}"
             )

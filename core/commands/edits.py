@@ -132,7 +132,7 @@ def set_fields(state: PlanState, kind: str, entity_id: bytes, values: dict[str, 
         kwargs: dict[str, Any] = {reverse[f]: v for f, v in fields.items()}
         if cls.ID_FIELD:
             kwargs[cls.ID_FIELD] = entity_id
-        bodies.append(cls(**kwargs, replaces=replaces))  # type: ignore[call-arg]
+        bodies.append(cls(**kwargs, replaces=replaces))
     _validate(bodies)
     return bodies
 

@@ -21,13 +21,13 @@ the payload for reading.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from core.events.bodies import BODY_BY_TAG, Body, type_tag
+from core.events.bodies import BODY_BY_TAG, Body, ConflictResolved, type_tag
 from core.events.ids import HASH_LEN, KEY_LEN, UUID_LEN, DeviceKey, EventId, Uuid
 from core.events.limits import (
     MAX_EVENT_BYTES,
@@ -38,6 +38,7 @@ from core.events.limits import (
     first_non_nfc,
     normalise,
 )
+from core.events.schema import FieldError, validate_value
 from core.events.upcast import UPCASTERS
 
 FORMAT_VERSION = 1
@@ -103,13 +104,13 @@ class EventError(ValueError):
         self.reason = reason
 
 
-class Signer:
+class Signer(Protocol):
     """What sealing needs from a device identity (see core.identity)."""
 
-    public_key: bytes
+    @property
+    def public_key(self) -> bytes: ...
 
-    def sign(self, payload: bytes) -> bytes:  # pragma: no cover - protocol
-        raise NotImplementedError
+    def sign(self, payload: bytes) -> bytes: ...
 
 
 _encoder = msgspec.msgpack.Encoder(order="deterministic")
@@ -170,13 +171,17 @@ def seal(
 def _decode_body(tag: str, data: bytes) -> Body | UnknownBody:
     decoder = _body_decoders.get(tag)
     if decoder is not None:
-        return decoder.decode(data)  # type: ignore[no-any-return]
+        return decoder.decode(data)
     upcast = UPCASTERS.get(tag)
     if upcast is not None:
         cls, fn = upcast
         return msgspec.convert(fn(_any_decoder.decode(data)), cls)
     return UnknownBody(type=tag, data=_any_decoder.decode(data))
 
+
+# Everything a decode of hostile bytes may raise (msgspec raises UnicodeDecodeError
+# for invalid UTF-8 in a str field and RecursionError for absurd nesting).
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
 
 _public_keys: dict[bytes, Ed25519PublicKey] = {}
 
@@ -213,7 +218,7 @@ def open_event(raw: bytes, *, verify: bool = True, strict: bool = True) -> Event
         raise EventError("malformed", "event shorter than a signature")
     try:
         env = _envelope_decoder.decode(raw[:-SIGNATURE_LEN])
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except _DECODE_ERRORS as exc:
         raise EventError("malformed", f"bad envelope: {exc}") from None
     if env.v != FORMAT_VERSION:
         raise EventError("bad_version", f"event format version {env.v} is not supported")
@@ -225,7 +230,8 @@ def open_event(raw: bytes, *, verify: bool = True, strict: bool = True) -> Event
         raise EventError("bad_prev", "first event of a chain must have a zero prev")
     try:
         body = _decode_body(env.type, bytes(env.body))
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+    except (*_DECODE_ERRORS, AttributeError, TypeError) as exc:
+        # AttributeError/TypeError: an upcaster handed a non-dict old body.
         raise EventError("invalid_body", f"{env.type}: {exc}") from None
     if strict:
         try:
@@ -234,6 +240,11 @@ def open_event(raw: bytes, *, verify: bool = True, strict: bool = True) -> Event
             raise EventError("invalid_body", str(exc)) from None
         if bad is not None:
             raise EventError("not_nfc", f"text is not NFC-normalised: {bad[:40]!r}")
+        if isinstance(body, ConflictResolved):
+            try:
+                validate_value(body.kind, body.field, body.value)
+            except FieldError as exc:
+                raise EventError("invalid_body", str(exc)) from None
     if verify and not signature_ok(raw, env.author):
         raise EventError("bad_signature", "signature does not match the author's key")
     return Event(id=event_id(raw), raw=raw, env=env, body=body)

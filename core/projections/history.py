@@ -49,19 +49,36 @@ def changes(events: Iterable[Event]) -> list[Change]:
     out: list[Change] = []
     for ev in timeline(events):
         env = ev.env
-        common = {
-            "event": ev.id.hex(),
-            "seq": env.seq,
-            "author": env.author.hex(),
-            "time": to_iso(env.hlc),
-            "hlc": env.hlc,
-            "type": env.type,
-        }
+
+        def change(
+            kind: str | None,
+            entity: str | None,
+            field: str | None,
+            old: list[Any],
+            new: Any,
+            note: str | None,
+            ev: Event = ev,
+        ) -> Change:
+            env = ev.env
+            return Change(
+                event=ev.id.hex(),
+                seq=env.seq,
+                author=env.author.hex(),
+                time=to_iso(env.hlc),
+                hlc=env.hlc,
+                type=env.type,
+                kind=kind,
+                entity=entity,
+                field=field,
+                old=old,
+                new=new,
+                note=note,
+            )
+
         body = ev.body
         if isinstance(body, UnknownBody):
             out.append(
-                Change(
-                    **common,
+                change(
                     kind=None,
                     entity=None,
                     field=None,
@@ -75,9 +92,7 @@ def changes(events: Iterable[Event]) -> list[Change]:
         entity = body.entity_id(env.plan).hex()
         if isinstance(body, EntityRemoved):
             out.append(
-                Change(
-                    **common, kind=kind, entity=entity, field=None, old=[], new=None, note="removed"
-                )
+                change(kind=kind, entity=entity, field=None, old=[], new=None, note="removed")
             )
             continue
         replaced = body.replaced()
@@ -91,8 +106,7 @@ def changes(events: Iterable[Event]) -> list[Change]:
             versions[(ev.id, field)] = value
             note = "conflict resolved" if isinstance(body, ConflictResolved) else None
             out.append(
-                Change(
-                    **common,
+                change(
                     kind=kind,
                     entity=entity,
                     field=field,

@@ -2,15 +2,17 @@
 
 Theory of operation
 -------------------
-Every entity is keyed by (kind, id). Every field of an entity holds a set
-of *heads*: the edits of that field that no other edit replaces. An edit
-names the event ids it replaces (`replaces`); when it is folded, each
-replaced id is removed from the field's heads, or, if it has not arrived
-yet, remembered in the field's `pending` set so that it never becomes a
-head when it does arrive. Heads, pending sets, removals and the ids a
-removal saw are all *sets*, and folding is a union of sets, so folding the
-same events in any order, with duplicates, gives the same state; the
-canonical bytes (`canonical_bytes`) are sorted, so they are identical too.
+Every entity is keyed by (kind, id). Every field of an entity keeps
+
+* `replaced`: the union of the `replaces` lists of all edits of the field;
+* `heads`: the edits of the field whose id is not in `replaced`.
+
+Both are pure set functions of the events folded (an edit that arrives
+after the edit replacing it is never a head; one that arrived before is
+dropped from the heads when the replacement comes), so folding the same
+events in any order, with duplicates, gives the same state, and the
+canonical bytes (`canonical_bytes`, sorted) are identical too. Removals and
+the ids a removal saw are sets as well.
 
 One head: that value. Several heads: a conflict; the displayed value is the
 head with the highest (HLC, device) but every head stays visible until an
@@ -49,11 +51,11 @@ class Head(msgspec.Struct, array_like=True, frozen=True):
 
 
 class FieldState:
-    __slots__ = ("heads", "pending")
+    __slots__ = ("heads", "replaced")
 
     def __init__(self) -> None:
         self.heads: dict[bytes, Head] = {}
-        self.pending: set[bytes] = set()
+        self.replaced: set[bytes] = set()
 
     def winner(self) -> tuple[bytes, Head] | None:
         """The displayed head: highest (HLC, device, event id)."""
@@ -110,7 +112,7 @@ class PlanState:
                         "heads": sorted(
                             (k, [h.hlc, h.author, h.value]) for k, h in fs.heads.items()
                         ),
-                        "pending": sorted(fs.pending),
+                        "replaced": sorted(fs.replaced),
                     }
                     for name, fs in sorted(ent.fields.items())
                 },
@@ -155,6 +157,12 @@ def evolve(state: PlanState, event: Event) -> PlanState:
         return state
     env = event.env
     kind = body.entity_kind()
+    if isinstance(body, ConflictResolved):
+        try:
+            validate_value(kind, body.field, body.value)
+        except FieldError as exc:
+            state.rejected[eid] = str(exc)
+            return state
     ent = _entity(state, kind, body.entity_id(env.plan))
     replaces = body.replaced()
     if isinstance(body, EntityRemoved):
@@ -164,12 +172,6 @@ def evolve(state: PlanState, event: Event) -> PlanState:
         ent.removals[eid] = Head(env.hlc, env.author, None)
         ent.removal_seen.update(replaces)
         return state
-    if isinstance(body, ConflictResolved):
-        try:
-            validate_value(kind, body.field, body.value)
-        except FieldError as exc:
-            state.rejected[eid] = str(exc)
-            return state
     if body.CREATES and (ent.created is None or eid < ent.created):
         ent.created = eid
     head = Head(env.hlc, env.author, None)
@@ -179,12 +181,11 @@ def evolve(state: PlanState, event: Event) -> PlanState:
         if fs is None:
             fs = fields[name] = FieldState()
         heads = fs.heads
-        for r in replaces:
-            if heads.pop(r, None) is None:
-                fs.pending.add(r)
-        if eid in fs.pending:
-            fs.pending.discard(eid)
-        else:
+        if replaces:
+            for r in replaces:
+                heads.pop(r, None)
+            fs.replaced.update(replaces)
+        if eid not in fs.replaced:
             heads[eid] = Head(head.hlc, head.author, value)
     return state
 
@@ -226,7 +227,7 @@ def snapshot(state: PlanState) -> bytes:
             (
                 name,
                 sorted((k, h.hlc, h.author, h.value) for k, h in fs.heads.items()),
-                sorted(fs.pending),
+                sorted(fs.replaced),
             )
             for name, fs in sorted(ent.fields.items())
         ]
@@ -261,10 +262,10 @@ def restore(data: bytes) -> PlanState:
     for kind, eid, created, fields, removals, seen in snap.entities:
         ent = state.entities[(kind, eid)] = EntityState(kind, eid)
         ent.created = created
-        for name, heads, pending in fields:
+        for name, heads, replaced in fields:
             fs = ent.fields[name] = FieldState()
             fs.heads = {k: Head(hlc, author, value) for k, hlc, author, value in heads}
-            fs.pending = set(pending)
+            fs.replaced = set(replaced)
         ent.removals = {k: Head(hlc, author, None) for k, hlc, author in removals}
         ent.removal_seen = set(seen)
     return state

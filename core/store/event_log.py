@@ -300,6 +300,21 @@ class EventLog:
         report: IngestReport,
     ) -> list[tuple[int, int, int, int, bytes]]:
         items.sort(key=lambda it: (it[1].env.seq, it[0]))
+        by_seq: dict[int, set[bytes]] = defaultdict(set)
+        for _, ev in items:
+            by_seq[ev.env.seq].add(ev.raw)
+        if any(len(raws) > 1 for raws in by_seq.values()):
+            # Two different events for one seq in one batch: only validly signed
+            # ones may count as a fork; a forgery must not freeze an honest chain.
+            kept = []
+            for index, ev in items:
+                if len(by_seq[ev.env.seq]) > 1 and not signature_ok(ev.raw, ev.env.author):
+                    report.rejected.append(
+                        Rejection(index, ev.id, "bad_signature", "signature does not verify")
+                    )
+                else:
+                    kept.append((index, ev))
+            items = kept
         plan_no = await self._plan_no(plan)
         dev_no = await self._device_no(author)
         async with conn.execute(

@@ -1,0 +1,231 @@
+"""The SQLite event log: append-only, duplicates, forks, gaps, vectors, checkpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from core.commands import edits
+from core.events import bodies as b
+from core.events.envelope import seal
+from core.events.ids import new_uuid7
+from core.identity.keyfile import DeviceKey
+from core.projections.plan_state import canonical_bytes
+from core.store import event_log as event_log_module
+from core.store.event_log import EventLog, StoreError
+from tests.core.replica import Replica
+
+WS = new_uuid7()
+
+
+_open: list[EventLog] = []
+
+
+async def open_log(path: Path, **kw: object) -> EventLog:
+    log = await EventLog.open(path, workspace=WS, **kw)  # type: ignore[arg-type]
+    _open.append(log)
+    return log
+
+
+@pytest.fixture(autouse=True)
+async def _close_logs():
+    yield
+    while _open:
+        log = _open.pop()
+        with contextlib.suppress(Exception):
+            await log.close()
+
+
+async def test_pragmas_and_append_only_triggers(tmp_path: Path) -> None:
+    log = await open_log(tmp_path / "a.db")
+    plan, bodies = edits.new_plan(title="Aure", municipality="Aure")
+    await log.append(DeviceKey.generate(), plan, bodies)
+    await log.close()
+    con = sqlite3.connect(tmp_path / "a.db")
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        con.execute("UPDATE events SET hlc = 0")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        con.execute("DELETE FROM events")
+    con.close()
+
+
+async def test_synchronous_full_is_the_default(tmp_path: Path) -> None:
+    log = await open_log(tmp_path / "a.db")
+    async with log._conn.execute("PRAGMA synchronous") as cur:
+        assert (await cur.fetchone())[0] == 2  # FULL
+    await log.close()
+
+
+async def test_workspace_is_bound_to_the_file(tmp_path: Path) -> None:
+    await (await open_log(tmp_path / "a.db")).close()
+    with pytest.raises(StoreError, match="belongs to workspace"):
+        await EventLog.open(tmp_path / "a.db", workspace=new_uuid7())
+    with pytest.raises(StoreError, match="no workspace"):
+        await EventLog.open(tmp_path / "new.db")
+
+
+async def test_ingest_duplicates_are_noops_and_other_workspaces_rejected(tmp_path: Path) -> None:
+    a, c = await open_log(tmp_path / "a.db"), await open_log(tmp_path / "c.db")
+    plan, bodies = edits.new_plan(title="Aure", municipality="Aure")
+    made = await a.append(DeviceKey.generate(), plan, bodies)
+    raws = [e.raw for e in made]
+    first = await c.ingest(raws)
+    assert len(first.accepted) == len(raws) and not first.rejected
+    again = await c.ingest(raws + raws[:2])
+    assert again.duplicates == len(raws) + 2 and not again.accepted
+    foreign = Replica(new_uuid7(), plan).make(b.PlanCreated(title="x", municipality="y"))
+    report = await c.ingest([foreign[0].raw, b"garbage"])
+    assert [r.reason for r in report.rejected] == ["wrong_workspace", "malformed"]
+    assert await a.vector(plan) == await c.vector(plan)
+    await a.close()
+    await c.close()
+
+
+async def test_fork_is_kept_as_evidence_and_freezes_the_chain(tmp_path: Path) -> None:
+    log = await open_log(tmp_path / "a.db")
+    plan = new_uuid7()
+    honest = Replica(WS, plan)
+    e1, e2 = honest.make(
+        b.PlanCreated(title="A", municipality="Aure"), b.PlanDetailsRevised(title="B")
+    )
+    await log.ingest([e1.raw, e2.raw])
+    # The same device (same key) signs a *different* seq 2: a fork.
+    twin = Replica(WS, plan)
+    twin.key, twin.seq, twin.prev = honest.key, 1, e1.id
+    (fork2,) = twin.make(b.PlanDetailsRevised(title="FORK"))
+    (fork3,) = twin.make(b.PlanDetailsRevised(title="after fork"))
+    report = await log.ingest([fork2.raw, fork3.raw])
+    assert not report.accepted
+    assert [r.reason for r in report.evidence] == ["fork", "frozen"]
+    (e3,) = honest.make(b.PlanDetailsRevised(title="C"))
+    later = await log.ingest([e3.raw])
+    assert [r.reason for r in later.evidence] == ["frozen"] and not later.accepted
+    assert len(await log.evidence()) == 3  # nothing lost
+    assert [(p, d, s) for p, d, s, _ in await log.frozen_chains()] == [(plan, honest.device, 2)]
+    assert (await log.vector(plan))[honest.device] == 2
+    state = await log.load_state(plan)
+    assert state.entity("plan", plan).value("title") == "B"
+    # Evidence re-sent is a duplicate, not new evidence.
+    assert (await log.ingest([fork2.raw])).duplicates == 1
+    with pytest.raises(StoreError, match="frozen"):
+        await log.append(honest.key, plan, [b.PlanDetailsRevised(title="D")])
+    await log.close()
+
+
+async def test_broken_prev_link_is_a_fork_and_a_gap_is_rejected(tmp_path: Path) -> None:
+    log = await open_log(tmp_path / "a.db")
+    plan = new_uuid7()
+    dev = Replica(WS, plan)
+    e1, _e2, e3 = dev.make(
+        b.PlanCreated(title="A", municipality="A"),
+        b.PlanDetailsRevised(title="B"),
+        b.PlanDetailsRevised(title="C"),
+    )
+    gap = await log.ingest([e1.raw, e3.raw])
+    assert len(gap.accepted) == 1 and [r.reason for r in gap.rejected] == ["gap"]
+    bad = seal(
+        dev.key,
+        workspace=WS,
+        plan=plan,
+        seq=2,
+        prev=bytes(32),
+        hlc=5,
+        body=b.PlanDetailsRevised(title="X"),
+    )
+    report = await log.ingest([bad.raw])
+    assert [r.reason for r in report.evidence] == ["fork"]
+    await log.close()
+
+
+async def test_forged_signature_is_rejected_but_the_rest_lands(tmp_path: Path) -> None:
+    log = await open_log(tmp_path / "a.db")
+    plan = new_uuid7()
+    alice, mallory = Replica(WS, plan), Replica(WS, plan)
+    good = alice.make(b.PlanCreated(title="A", municipality="A"), b.PlanDetailsRevised(title="B"))
+    (evil,) = mallory.make(b.PlanDetailsRevised(title="forged"))
+    forged = bytearray(evil.raw)
+    # Claim Alice as author: the envelope's author field sits after v, workspace, plan.
+    offset = forged.index(mallory.device)
+    forged[offset : offset + 32] = alice.device
+    report = await log.ingest([bytes(forged), good[0].raw, good[1].raw])
+    assert len(report.accepted) == 2
+    assert [r.reason for r in report.rejected] == ["bad_signature"]
+    await log.close()
+
+
+async def test_lacking_sends_exactly_what_the_other_side_misses(tmp_path: Path) -> None:
+    log = await open_log(tmp_path / "a.db")
+    plan = new_uuid7()
+    devs = [Replica(WS, plan) for _ in range(3)]
+    for n, d in enumerate(devs):
+        evs = d.make(
+            *[b.NoteWritten(note=new_uuid7(), target=None, text=f"{n}-{i}") for i in range(5 + n)]
+        )
+        await log.ingest([e.raw for e in evs])
+    theirs = {devs[0].device: 5, devs[1].device: 2}
+    got = [raw async for batch in log.lacking(plan, theirs, max_count=3) for raw in batch]
+    batches = [len(batch) async for batch in log.lacking(plan, theirs, max_count=3)]
+    expected = {e.raw for e in devs[1].made[2:]} | {e.raw for e in devs[2].made}
+    assert set(got) == expected and len(got) == len(expected)
+    assert max(batches) <= 3
+    assert [raw async for batch in log.lacking(plan, await log.vector(plan)) for raw in batch] == []
+    await log.close()
+
+
+async def test_checkpoint_equals_rebuild_from_zero(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(event_log_module, "CHECKPOINT_EVERY", 10)
+    log = await open_log(tmp_path / "a.db")
+    key = DeviceKey.generate()
+    plan, bodies = edits.new_plan(title="Aure", municipality="Aure")
+    await log.append(key, plan, bodies)
+    for i in range(3):
+        state = await log.load_state(plan)
+        act, body = edits.add_entity(state, "activity", {"title": f"Verksted {i}"})
+        await log.append(key, plan, [body])
+        for j in range(6):
+            state = await log.load_state(plan)
+            await log.append(
+                key, plan, edits.set_fields(state, "activity", act, {"title": f"Verksted {i}.{j}"})
+            )
+    async with log._conn.execute("SELECT count(*), max(events) FROM checkpoints") as cur:
+        count, covered = await cur.fetchone()
+    assert count == 1 and covered > 10
+    from_checkpoint = await log.load_state(plan)
+    rebuilt = await log.rebuild_state(plan)
+    assert canonical_bytes(from_checkpoint) == canonical_bytes(rebuilt)
+    await log.close()
+    # Reopen: the checkpoint is used and still equals a full rebuild.
+    log = await open_log(tmp_path / "a.db")
+    assert canonical_bytes(await log.load_state(plan)) == canonical_bytes(
+        await log.rebuild_state(plan)
+    )
+    await log.close()
+
+
+async def test_clock_never_runs_backwards_across_restarts(tmp_path: Path) -> None:
+    wall = [1_800_000_000_000]
+    log = await open_log(tmp_path / "a.db", now_ms=lambda: wall[0])
+    key = DeviceKey.generate()
+    plan = new_uuid7()
+    (first,) = await log.append(key, plan, [b.PlanCreated(title="A", municipality="A")])
+    await log.close()
+    wall[0] -= 3_600_000  # the laptop's clock jumps back an hour
+    log = await open_log(tmp_path / "a.db", now_ms=lambda: wall[0])
+    (second,) = await log.append(key, plan, [b.PlanDetailsRevised(title="B")])
+    assert second.env.hlc > first.env.hlc
+    # A remote clock ten years ahead is not adopted.
+    skewed = Replica(WS, plan, wall_ms=wall[0] + 10 * 365 * 86_400_000)
+    await log.ingest(
+        [
+            e.raw
+            for e in skewed.make(b.NoteWritten(note=new_uuid7(), target=None, text="fra framtida"))
+        ]
+    )
+    (third,) = await log.append(key, plan, [b.PlanDetailsRevised(title="C")])
+    assert second.env.hlc < third.env.hlc
+    assert third.env.hlc >> 16 < 1_800_000_000_000 + 60_000  # not ten years ahead
+    await log.close()
