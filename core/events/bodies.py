@@ -95,7 +95,7 @@ DecisionBody = Literal[
 ]
 
 
-class Body(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Body(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """Base of every event body. Subclasses set the class variables below."""
 
     ENTITY: ClassVar[str] = ""  # entity kind this event touches

@@ -42,7 +42,7 @@ from core.events.schema import FieldError, validate_value
 FOLD_VERSION = "plan-state/1"
 
 
-class Head(msgspec.Struct, array_like=True, frozen=True):
+class Head(msgspec.Struct, array_like=True, frozen=True, gc=False):
     """One concurrent value of a field: who set it, when, to what."""
 
     hlc: int
@@ -174,7 +174,7 @@ def evolve(state: PlanState, event: Event) -> PlanState:
         return state
     if body.CREATES and (ent.created is None or eid < ent.created):
         ent.created = eid
-    head = Head(env.hlc, env.author, None)
+    hlc, author = env.hlc, env.author
     fields = ent.fields
     for name, value in body.sets():
         fs = fields.get(name)
@@ -186,7 +186,7 @@ def evolve(state: PlanState, event: Event) -> PlanState:
                 heads.pop(r, None)
             fs.replaced.update(replaces)
         if eid not in fs.replaced:
-            heads[eid] = Head(head.hlc, head.author, value)
+            heads[eid] = Head(hlc, author, value)
     return state
 
 

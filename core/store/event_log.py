@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 
 import aiosqlite
@@ -567,8 +568,10 @@ class EventLog:
     async def rebuild_state(self, plan: bytes) -> PlanState:
         """Fold the plan from zero, ignoring checkpoints."""
         state = PlanState(plan)
-        for _, raw in await self.raw_events(plan):
-            evolve(state, decode_stored(raw))
+        rows = await self.raw_events(plan)
+        with gc_paused():
+            for _, raw in rows:
+                evolve(state, decode_stored(raw))
         return state
 
     async def load_state(self, plan: bytes, *, checkpoint: bool = True) -> PlanState:
@@ -591,8 +594,9 @@ class EventLog:
             except (SnapshotMismatch, msgspec.DecodeError, msgspec.ValidationError):
                 state, upto = PlanState(plan), 0
         tail = await self.raw_events(plan, after_rx=upto)
-        for _, raw in tail:
-            evolve(state, decode_stored(raw))
+        with gc_paused():
+            for _, raw in tail:
+                evolve(state, decode_stored(raw))
         if checkpoint and len(tail) > CHECKPOINT_EVERY:
             await self.save_checkpoint(plan, state, tail[-1][0])
         return state
@@ -619,6 +623,19 @@ class EventLog:
                     snapshot(state),
                 ),
             )
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC while a fold allocates many acyclic objects: its
+    collections would otherwise rescan the growing state again and again."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _signature_checked(ev: Event) -> bool:
