@@ -98,4 +98,8 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-    run()
+    # Run the canonical module, not this `__main__` copy: the command modules
+    # raise `tui_client.cli.UsageError`, the class the canonical `main` catches.
+    from tui_client.cli import run as _run
+
+    _run()

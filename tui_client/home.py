@@ -71,10 +71,15 @@ class Home:
 
     async def init(self, name: str | None, workspace: str | None) -> Profile:
         """Create the device key, profile and empty log. Refuses to overwrite."""
-        if self.initialised or self.key_path.exists():
+        if self.initialised:
             prof = self.profile()
             raise HomeError(
                 f"{self.path} is already set up (workspace {prof.workspace}, device {prof.device})"
+            )
+        if self.key_path.exists():
+            raise HomeError(
+                f"{self.key_path} exists but {self.profile_path.name} does not (an interrupted "
+                "`vidda init`?); move device.key away to set up again"
             )
         ws = parse_hex(workspace, 16, "workspace id") if workspace else new_uuid7()
         person = (name or os.environ.get("VIDDA_NAME") or getpass.getuser()).strip()

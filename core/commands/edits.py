@@ -25,6 +25,7 @@ from core.events.schema import (
     ENTITY_FIELDS,
     FIELD_SETTERS,
     FieldError,
+    check_calendar_date,
     validate_value,
 )
 from core.projections.plan_state import PlanState
@@ -87,6 +88,7 @@ def _check_values(kind: str, values: dict[str, Any]) -> dict[str, Any]:
     for field, value in values.items():
         try:
             out[field] = validate_value(kind, field, value)
+            check_calendar_date(kind, field, out[field])
         except FieldError as exc:
             raise EditError(str(exc)) from None
     return out

@@ -264,4 +264,3 @@ def decode_stored(raw: bytes) -> Event:
     """Fast decode of bytes that already passed `open_event` on the way in."""
     env = _envelope_decoder.decode(raw[:-SIGNATURE_LEN])
     return Event(id=event_id(raw), raw=raw, env=env, body=_decode_body(env.type, bytes(env.body)))
-

@@ -89,7 +89,7 @@ def resolve_prefix(prefix: str, candidates: Iterable[bytes], what: str = "id") -
     if not matches:
         raise IdError(f"no {what} starts with {prefix!r}")
     if len(matches) > 1:
-        shown = ", ".join(sorted(m.hex()[: len(wanted) + 4] for m in matches)[:5])
+        shown = ", ".join(sorted(short_ids(matches, minimum=len(wanted) + 1).values())[:5])
         raise IdError(f"{what} prefix {prefix!r} is ambiguous ({shown} …)")
     return matches.pop()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import types
 import typing
+from datetime import date
 from typing import Any
 
 import msgspec
@@ -22,7 +23,7 @@ from core.events.bodies import (
     ConflictResolved,
     EntityRemoved,
 )
-from core.events.limits import Text
+from core.events.limits import IsoDate, LimitError, Text, normalise
 
 
 class FieldError(ValueError):
@@ -67,12 +68,33 @@ def field_type(kind: str, field: str) -> Any:
 
 
 def validate_value(kind: str, field: str, value: Any) -> Any:
-    """Return `value` converted to the field's type, or raise `FieldError`."""
+    """Return `value` converted to the field's type, or raise `FieldError`.
+
+    Text is NFC-normalised first, as it will be signed, so length limits
+    count composed characters (decomposed input is not longer)."""
     tp = field_type(kind, field)
     try:
-        return msgspec.convert(value, tp)
-    except msgspec.ValidationError as exc:
+        return msgspec.convert(normalise(value), tp)
+    except (msgspec.ValidationError, LimitError) as exc:
         raise FieldError(f"{kind}.{field}: {exc}") from None
+
+
+_DATE_PATTERN = msgspec.inspect.type_info(IsoDate).pattern  # type: ignore[attr-defined]
+
+
+def check_calendar_date(kind: str, field: str, value: Any) -> None:
+    """For new edits: a date field's value must be a real calendar date (the
+    pattern alone lets 2021-02-30 through). Not used on read: stored events
+    stay readable."""
+    if not isinstance(value, str):
+        return
+    info = msgspec.inspect.type_info(field_type(kind, field))
+    members = info.types if isinstance(info, msgspec.inspect.UnionType) else (info,)
+    if any(isinstance(m, msgspec.inspect.StrType) and m.pattern == _DATE_PATTERN for m in members):
+        try:
+            date.fromisoformat(value)
+        except ValueError:
+            raise FieldError(f"{kind}.{field}: {value!r} is not a calendar date") from None
 
 
 def choices(kind: str, field: str) -> list[Any]:

@@ -195,11 +195,17 @@ class EventLog:
         await self._load_numbers()
 
     async def _plan_no(self, plan: bytes) -> int:
+        """The plan's number, adding the plan if needed (inside a write
+        transaction). Another process may have added it since we cached."""
         no = self._plan_nos.get(plan)
         if no is None:
-            cur = await self._conn.execute("INSERT INTO plans(plan_id) VALUES (?)", (plan,))
-            no = cur.lastrowid
-            assert no is not None
+            await self._conn.execute("INSERT OR IGNORE INTO plans(plan_id) VALUES (?)", (plan,))
+            async with self._conn.execute(
+                "SELECT plan_no FROM plans WHERE plan_id=?", (plan,)
+            ) as cur:
+                row = await cur.fetchone()
+            assert row is not None
+            no = int(row[0])
             self._plan_nos[plan] = no
             self._plan_ids[no] = plan
         return no
@@ -207,12 +213,34 @@ class EventLog:
     async def _device_no(self, device: bytes) -> int:
         no = self._device_nos.get(device)
         if no is None:
-            cur = await self._conn.execute("INSERT INTO devices(device_key) VALUES (?)", (device,))
-            no = cur.lastrowid
-            assert no is not None
+            await self._conn.execute(
+                "INSERT OR IGNORE INTO devices(device_key) VALUES (?)", (device,)
+            )
+            async with self._conn.execute(
+                "SELECT device_no FROM devices WHERE device_key=?", (device,)
+            ) as cur:
+                row = await cur.fetchone()
+            assert row is not None
+            no = int(row[0])
             self._device_nos[device] = no
             self._device_keys[no] = device
         return no
+
+    async def _known_plan_no(self, plan: bytes) -> int | None:
+        """The plan's number for reading; re-reads the tables on a miss."""
+        if plan not in self._plan_nos:
+            await self._load_numbers()
+        return self._plan_nos.get(plan)
+
+    async def _key_of(self, dev_no: int) -> bytes:
+        if dev_no not in self._device_keys:
+            await self._load_numbers()
+        return self._device_keys[dev_no]
+
+    async def _plan_of(self, plan_no: int) -> bytes:
+        if plan_no not in self._plan_ids:
+            await self._load_numbers()
+        return self._plan_ids[plan_no]
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -375,6 +403,20 @@ class EventLog:
                     )
                 break
             if ev.env.prev != expected_prev:
+                if run and authentic_prefix([e for _, e in run], head_id) < len(run):
+                    # The link breaks against an event of this batch that is itself
+                    # not authentic (damaged on the way): no evidence of a fork. The
+                    # rest of the chain waits for an undamaged copy.
+                    for i2, ev2 in fresh[pos:]:
+                        report.rejected.append(
+                            Rejection(
+                                i2,
+                                ev2.id,
+                                "gap",
+                                f"seq {ev2.env.seq} follows an event that failed verification",
+                            )
+                        )
+                    break
                 if not _signature_checked(ev):
                     report.rejected.append(
                         Rejection(index, ev.id, "bad_signature", "signature does not verify")
@@ -459,13 +501,14 @@ class EventLog:
     async def vector(self, plan: bytes) -> Vector:
         """{device: highest seq} of `plan`; chains are contiguous, so this is
         also the highest contiguous seq."""
-        plan_no = self._plan_nos.get(plan)
+        plan_no = await self._known_plan_no(plan)
         if plan_no is None:
             return {}
         async with self._conn.execute(
             "SELECT device_no, max(seq) FROM events WHERE plan_no=? GROUP BY device_no", (plan_no,)
         ) as cur:
-            return {self._device_keys[d]: int(s) for d, s in await cur.fetchall()}
+            rows = await cur.fetchall()
+        return {await self._key_of(d): int(s) for d, s in rows}
 
     async def lacking(
         self, plan: bytes, theirs: Vector, *, max_count: int = 1000, max_bytes: int = 1 << 20
@@ -473,7 +516,7 @@ class EventLog:
         """What the other side lacks, given its vector: batches of raw events,
         each at most `max_count` events / about `max_bytes`, oldest first per
         chain. The one query path for bundles and sync."""
-        plan_no = self._plan_nos.get(plan)
+        plan_no = await self._known_plan_no(plan)
         if plan_no is None:
             return
         batch: list[bytes] = []
@@ -505,7 +548,7 @@ class EventLog:
 
     async def raw_events(self, plan: bytes, after_rx: int = 0) -> list[tuple[int, bytes]]:
         """(rx, raw) of `plan`'s events in this log's receive order."""
-        plan_no = self._plan_nos.get(plan)
+        plan_no = await self._known_plan_no(plan)
         if plan_no is None:
             return []
         async with self._conn.execute(
@@ -528,7 +571,7 @@ class EventLog:
                 (plan_no, dev_no),
             ) as cur:
                 rows = [(int(s), int(h), bytes(r)) for s, h, r in await cur.fetchall()]
-            yield self._plan_ids[plan_no], self._device_keys[dev_no], rows
+            yield await self._plan_of(plan_no), await self._key_of(dev_no), rows
 
     async def evidence(self) -> list[dict[str, object]]:
         async with self._conn.execute(
@@ -580,7 +623,7 @@ class EventLog:
         Writes a fresh checkpoint when more than CHECKPOINT_EVERY events had to
         be folded (and `checkpoint` is true).
         """
-        plan_no = self._plan_nos.get(plan)
+        plan_no = await self._known_plan_no(plan)
         if plan_no is None:
             raise StoreError(f"no plan {plan.hex()} in this log")
         state, upto = PlanState(plan), 0

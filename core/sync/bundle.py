@@ -34,12 +34,15 @@ class BundleError(ValueError):
     pass
 
 
-_encoder = msgspec.msgpack.Encoder(order="deterministic")
+# `since` has bytes keys, which msgspec cannot sort (order=...); write_bundle
+# sorts those dicts itself, so the encoding is still deterministic.
+_encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Bundle)
 
 
 def write_bundle(bundle: Bundle, signer: Signer) -> bytes:
-    payload = _encoder.encode(bundle)
+    since = {p: dict(sorted(v.items())) for p, v in sorted(bundle.since.items())}
+    payload = _encoder.encode(msgspec.structs.replace(bundle, since=since))
     return MAGIC + payload + signer.sign(MAGIC + payload)
 
 
