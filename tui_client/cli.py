@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -64,8 +65,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _hoist_home(args: list[str]) -> list[str]:
+    """Let `--home DIR` stand anywhere on the line, as users type it."""
+    out: list[str] = []
+    home: list[str] = []
+    i = 0
+    while i < len(args):
+        if args[i] == "--home" and i + 1 < len(args):
+            home = ["--home", args[i + 1]]
+            i += 2
+            continue
+        if args[i].startswith("--home="):
+            home = [args[i]]
+        else:
+            out.append(args[i])
+        i += 1
+    return home + out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args_list = sys.argv[1:] if argv is None else argv
+    args_list = _hoist_home(sys.argv[1:] if argv is None else argv)
     parser = _parser()
     args, extra = parser.parse_known_args(args_list)
     handler: Handler | None = getattr(args, "handler", None)
@@ -82,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     args.home_dir = Home(resolve_home(args.home))
     try:
         return asyncio.run(handler(args, extra))
+    except BrokenPipeError:
+        # The reader (head, less) went away: stop quietly, like other tools.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except UsageError as exc:
         print(f"vidda: usage: {exc}", file=sys.stderr)
         return 2

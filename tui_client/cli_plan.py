@@ -255,7 +255,9 @@ def as_of_events(events: list[Event], spec: str) -> list[Event]:
     if re.fullmatch(r"[0-9a-fA-F]{4,64}", spec) and not re.fullmatch(r"\d{4}", spec):
         try:
             target = resolve_prefix(spec, [e.id for e in events], "event")
-        except IdError:
+        except IdError as exc:
+            if "ambiguous" in str(exc):
+                raise
             target = None
         if target is not None:
             by_id = {e.id: e for e in events}

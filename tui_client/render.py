@@ -200,10 +200,12 @@ def _activity(act: dict[str, Any], sid: Callable[[str | None], str]) -> str:
 
 
 def render_log(changes: list[dict[str, Any]], names: dict[str, str]) -> str:
+    entities = {bytes.fromhex(c["entity"]) for c in changes if c["entity"]}
+    table = {k.hex(): v for k, v in short_ids(entities).items()}
     lines = []
     for c in changes:
         who = names.get(c["author"], short(c["author"]))
-        where = f"{c['kind']} {short(c['entity'])}" if c["kind"] else ""
+        where = f"{c['kind']} {table.get(c['entity'], short(c['entity']))}" if c["kind"] else ""
         if c["field"] is not None:
             old = " | ".join(repr(v) for v in c["old"]) if c["old"] else "∅"
             what = f"{where}.{c['field']}: {old} → {c['new']!r}"

@@ -153,3 +153,27 @@ def test_python_dash_m_reports_usage_errors_like_the_script(tmp_path: Path) -> N
         check=False,
     )
     assert module.returncode == 2 and module.stderr == script.stderr, module.stderr
+
+
+def test_home_may_follow_the_subcommand_and_a_closed_pipe_is_quiet(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "h"
+    env = {**os.environ, "VIDDA_PASSPHRASE": "pw"}
+    env.pop("VIDDA_HOME", None)
+    cli = [sys.executable, "-m", "tui_client.cli"]
+    subprocess.run([*cli, "init", "--home", str(home), "--name", "Áile"], env=env, check=True,
+                   capture_output=True)
+    who = subprocess.run([*cli, "whoami", "--json", "--home", str(home)], env=env, check=True,
+                         capture_output=True, text=True)
+    assert '"Áile"' in who.stdout
+    subprocess.run([*cli, "demo-data", "--home", str(home)], env=env, check=True,
+                   capture_output=True)
+    shown = subprocess.Popen([*cli, "--home", str(home), "plan", "list"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert shown.stdout is not None
+    shown.stdout.close()  # the reader goes away at once, like `| head -0`
+    _, err = shown.communicate()
+    assert b"Traceback" not in err and b"Broken pipe" not in err
