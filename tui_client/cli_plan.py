@@ -7,14 +7,14 @@ import re
 from typing import Any
 
 from core.commands import edits
-from core.events.envelope import Event
 from core.events.hlc import from_iso
 from core.events.ids import IdError, resolve_prefix
 from core.events.schema import ENTITY_FIELDS, is_reference, parse_text_value
-from core.projections.history import changes, timeline, timeline_key
-from core.projections.plan_state import PlanState, project
+from core.projections.history import changes, timeline
+from core.projections.plan_state import PlanState
 from core.projections.plan_view import view
 from core.store.event_log import EventLog
+from core.store.time_travel import Key, key_at_time, key_of, state_as_of
 from tui_client.cli import UsageError, emit_json
 from tui_client.home import Home
 from tui_client.render import render_log, render_plan
@@ -249,25 +249,23 @@ async def cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-def as_of_events(events: list[Event], spec: str) -> list[Event]:
-    """The events on the time line up to `spec`: an ISO time, or an event id
-    (prefix), in which case that event and everything before it."""
+async def as_of_key(log: EventLog, plan: bytes, spec: str) -> Key:
+    """The time-line key for `--as-of`: an event id (prefix) means that event
+    and everything before it; an ISO time means every event stamped at or
+    before it."""
     if re.fullmatch(r"[0-9a-fA-F]{4,64}", spec) and not re.fullmatch(r"\d{4}", spec):
+        events = await log.events(plan)
         try:
             target = resolve_prefix(spec, [e.id for e in events], "event")
         except IdError as exc:
             if "ambiguous" in str(exc):
                 raise
-            target = None
-        if target is not None:
-            by_id = {e.id: e for e in events}
-            limit = timeline_key(by_id[target])
-            return [e for e in events if timeline_key(e) <= limit]
+        else:
+            return next(key_of(e) for e in events if e.id == target)
     try:
-        cutoff = from_iso(spec) | 0xFFFF
+        return key_at_time(from_iso(spec) | 0xFFFF)
     except ValueError:
         raise UsageError(f"--as-of {spec!r} is neither an ISO time nor an event id") from None
-    return [e for e in events if e.env.hlc <= cutoff]
 
 
 async def show_plan(home: Home, plan_prefix: str | bytes, as_of: str | None, as_json: bool) -> None:
@@ -277,7 +275,7 @@ async def show_plan(home: Home, plan_prefix: str | bytes, as_of: str | None, as_
             plan_prefix if isinstance(plan_prefix, bytes) else await resolve_plan(log, plan_prefix)
         )
         if as_of:
-            state = project(plan, as_of_events(await log.events(plan), as_of))
+            state = await state_as_of(log, plan, await as_of_key(log, plan, as_of))
         else:
             state = await log.load_state(plan)
     finally:

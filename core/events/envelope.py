@@ -232,7 +232,7 @@ def open_event(raw: bytes, *, verify: bool = True, strict: bool = True) -> Event
         raise EventError("malformed", "an id in the envelope has the wrong size")
     if env.v != FORMAT_VERSION:
         raise EventError("bad_version", f"event format version {env.v} is not supported")
-    if not (1 <= env.seq <= MAX_SEQ) or not (0 <= env.hlc < 2**64):
+    if not (1 <= env.seq <= MAX_SEQ) or not (0 <= env.hlc < 2**63):  # SQLite INTEGER
         raise EventError("malformed", "seq or clock out of range")
     if len(env.type) > MAX_TYPE_LEN or not env.type:
         raise EventError("malformed", "bad event type tag")

@@ -37,9 +37,10 @@ import msgspec
 
 from core.events.bodies import ConflictResolved, EntityRemoved
 from core.events.envelope import Event, UnknownBody
+from core.events.ids import HASH_LEN
 from core.events.schema import FieldError, validate_value
 
-FOLD_VERSION = "plan-state/1"
+FOLD_VERSION = "plan-state/2"
 
 
 class Head(msgspec.Struct, array_like=True, frozen=True, gc=False):
@@ -51,11 +52,33 @@ class Head(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
 
 class FieldState:
-    __slots__ = ("heads", "replaced")
+    """Heads and replaced ids of one field.
 
-    def __init__(self) -> None:
+    A restored field keeps its replaced ids as one packed blob until a fold
+    first touches the field: opening a checkpoint then costs one bytes object
+    per field instead of one per edit ever made.
+    """
+
+    __slots__ = ("_packed", "_replaced", "heads")
+
+    def __init__(self, packed: bytes = b"") -> None:
         self.heads: dict[bytes, Head] = {}
-        self.replaced: set[bytes] = set()
+        self._replaced: set[bytes] | None = None if packed else set()
+        self._packed = packed
+
+    @property
+    def replaced(self) -> set[bytes]:
+        if self._replaced is None:
+            blob = self._packed
+            self._replaced = {blob[i : i + HASH_LEN] for i in range(0, len(blob), HASH_LEN)}
+            self._packed = b""
+        return self._replaced
+
+    def packed_replaced(self, exclude: set[bytes] | None = None) -> bytes:
+        if self._replaced is None and not exclude:
+            return self._packed
+        ids = self.replaced if not exclude else self.replaced - exclude
+        return b"".join(sorted(ids))
 
     def winner(self) -> tuple[bytes, Head] | None:
         """The displayed head: highest (HLC, device, event id)."""
@@ -212,22 +235,30 @@ class _Snapshot(msgspec.Struct, array_like=True):
             str,  # kind
             bytes,  # id
             bytes | None,  # created
-            list[tuple[str, list[tuple[bytes, int, bytes, Any]], list[bytes]]],  # fields
+            list[tuple[str, list[tuple[bytes, int, bytes, Any]], bytes]],  # fields
             list[tuple[bytes, int, bytes]],  # removals
             list[bytes],  # removal_seen
         ]
     ]
 
 
-def snapshot(state: PlanState) -> bytes:
-    """Serialise the state for a checkpoint (deterministic)."""
+def snapshot(state: PlanState, *, prune: bool = False) -> bytes:
+    """Serialise the state for a checkpoint (deterministic).
+
+    With `prune`, replaced ids of events already folded into this state are
+    left out: they can never arrive again, so folding any *new* events into
+    the restored state gives the same heads and the same view. Pruned
+    snapshots serve time travel (read-only); plan checkpoints keep every id so
+    that a rebuild from zero equals them byte for byte.
+    """
+    exclude = state.applied if prune else None
     ents = []
     for (kind, eid), ent in sorted(state.entities.items()):
         fields = [
             (
                 name,
                 sorted((k, h.hlc, h.author, h.value) for k, h in fs.heads.items()),
-                sorted(fs.replaced),
+                fs.packed_replaced(exclude),
             )
             for name, fs in sorted(ent.fields.items())
         ]
@@ -262,10 +293,9 @@ def restore(data: bytes) -> PlanState:
     for kind, eid, created, fields, removals, seen in snap.entities:
         ent = state.entities[(kind, eid)] = EntityState(kind, eid)
         ent.created = created
-        for name, heads, replaced in fields:
-            fs = ent.fields[name] = FieldState()
+        for name, heads, packed in fields:
+            fs = ent.fields[name] = FieldState(packed)
             fs.heads = {k: Head(hlc, author, value) for k, hlc, author, value in heads}
-            fs.replaced = set(replaced)
         ent.removals = {k: Head(hlc, author, None) for k, hlc, author in removals}
         ent.removal_seen = set(seen)
     return state

@@ -280,6 +280,7 @@ class EventLog:
                 "INSERT INTO events(plan_no, device_no, seq, hlc, raw) VALUES (?,?,?,?,?)",
                 [(plan_no, dev_no, e.env.seq, e.env.hlc, e.raw) for e in events],
             )
+            await _forget_timeline_after(conn, plan_no, events[0].env.hlc)
             await _set_meta(conn, "clock", self.clock.last.to_bytes(8, "big"))
         return events
 
@@ -314,6 +315,11 @@ class EventLog:
                     "INSERT INTO events(plan_no, device_no, seq, hlc, raw) VALUES (?,?,?,?,?)",
                     rows,
                 )
+                oldest: dict[int, int] = {}
+                for plan_no, _, _, hlc, _ in rows:
+                    oldest[plan_no] = min(hlc, oldest.get(plan_no, hlc))
+                for plan_no, hlc in oldest.items():
+                    await _forget_timeline_after(conn, plan_no, hlc)
             now = self._now_ms()
             for ev in report.accepted:
                 self.clock.observe(ev.env.hlc, now)
@@ -699,6 +705,13 @@ def _split_sql(script: str) -> list[str]:
             out.append(joined)
             buf = []
     return out
+
+
+async def _forget_timeline_after(conn: aiosqlite.Connection, plan_no: int, hlc: int) -> None:
+    """Drop time-travel checkpoints that a newly stored event at `hlc` precedes."""
+    await conn.execute(
+        "DELETE FROM timeline_checkpoints WHERE plan_no=? AND hlc>=?", (plan_no, hlc)
+    )
 
 
 async def _meta(conn: aiosqlite.Connection, key: str) -> bytes | None:

@@ -41,7 +41,9 @@ CREATE TABLE IF NOT EXISTS events (
     raw       BLOB NOT NULL,
     UNIQUE (plan_no, device_no, seq)
 );
-CREATE INDEX IF NOT EXISTS events_by_plan ON events (plan_no, rx);
+-- The plan's time line (HLC order), for time travel. Per-plan receive order
+-- needs no index of its own: rx is the rowid.
+CREATE INDEX IF NOT EXISTS events_by_time ON events (plan_no, hlc);
 
 -- Events kept as evidence but not applied: forks (a second, different event
 -- for a (plan, device, seq) the log already has, or a broken prev link) and
@@ -72,6 +74,20 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     events   INTEGER NOT NULL,
     vector   BLOB NOT NULL,
     state    BLOB NOT NULL
+);
+
+-- Time-travel checkpoints (a cache, derived): the pruned fold of the plan's
+-- first `events` events in time-line order (hlc, author, seq), the last of
+-- which is (hlc, author, seq). Deleted when an event older than them arrives.
+CREATE TABLE IF NOT EXISTS timeline_checkpoints (
+    plan_no  INTEGER NOT NULL REFERENCES plans(plan_no),
+    events   INTEGER NOT NULL,
+    hlc      INTEGER NOT NULL,
+    author   BLOB NOT NULL,
+    seq      INTEGER NOT NULL,
+    fold     TEXT NOT NULL,
+    state    BLOB NOT NULL,
+    PRIMARY KEY (plan_no, events)
 );
 
 CREATE TRIGGER IF NOT EXISTS events_append_only_u BEFORE UPDATE ON events

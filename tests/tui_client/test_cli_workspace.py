@@ -164,15 +164,29 @@ def test_home_may_follow_the_subcommand_and_a_closed_pipe_is_quiet(tmp_path) -> 
     env = {**os.environ, "VIDDA_PASSPHRASE": "pw"}
     env.pop("VIDDA_HOME", None)
     cli = [sys.executable, "-m", "tui_client.cli"]
-    subprocess.run([*cli, "init", "--home", str(home), "--name", "Áile"], env=env, check=True,
-                   capture_output=True)
-    who = subprocess.run([*cli, "whoami", "--json", "--home", str(home)], env=env, check=True,
-                         capture_output=True, text=True)
+    subprocess.run(
+        [*cli, "init", "--home", str(home), "--name", "Áile"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    who = subprocess.run(
+        [*cli, "whoami", "--json", "--home", str(home)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     assert '"Áile"' in who.stdout
-    subprocess.run([*cli, "demo-data", "--home", str(home)], env=env, check=True,
-                   capture_output=True)
-    shown = subprocess.Popen([*cli, "--home", str(home), "plan", "list"], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    subprocess.run(
+        [*cli, "demo-data", "--home", str(home)], env=env, check=True, capture_output=True
+    )
+    shown = subprocess.Popen(
+        [*cli, "--home", str(home), "plan", "list"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert shown.stdout is not None
     shown.stdout.close()  # the reader goes away at once, like `| head -0`
     _, err = shown.communicate()

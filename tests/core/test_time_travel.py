@@ -1,0 +1,68 @@
+"""Time travel equals a fresh fold of exactly the events before that point."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from core.commands import edits
+from core.events import bodies as b
+from core.events.ids import new_uuid7
+from core.projections.plan_state import project
+from core.projections.plan_view import view
+from core.store import time_travel
+from core.store.event_log import EventLog
+from core.store.time_travel import END_OF_TIME, key_of, state_as_of
+from tests.core.replica import Replica
+
+WS = new_uuid7()
+
+
+def edits_by(dev: Replica, plan: bytes, n: int, rnd: random.Random) -> None:
+    for _ in range(n):
+        acts = [eid for (k, eid) in dev.state.entities if k == "activity"]
+        if not acts or rnd.random() < 0.2:
+            _, body = edits.add_entity(dev.state, "activity", {"title": f"A{rnd.random():.3f}"})
+            dev.make(body)
+        else:
+            act = rnd.choice(acts)
+            dev.make(
+                *edits.set_fields(dev.state, "activity", act, {"title": f"T{rnd.randrange(99)}"})
+            )
+        dev.wall_ms += rnd.randrange(0, 50)
+
+
+async def test_as_of_equals_fresh_fold_and_survives_late_arrivals(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(time_travel, "TIMELINE_STEP", 7)
+    rnd = random.Random(7)
+    plan = new_uuid7()
+    log = await EventLog.open(tmp_path / "a.db", workspace=WS)
+    try:
+        a, c, offline = (Replica(WS, plan) for _ in range(3))
+        start = a.make(b.PlanCreated(title="Aure", municipality="Aure"))
+        c.receive(start)
+        offline.receive(start)
+        edits_by(a, plan, 40, rnd)
+        edits_by(c, plan, 40, rnd)
+        edits_by(offline, plan, 25, rnd)  # made early, arrives last
+        for dev in (a, c):
+            await log.ingest([e.raw for e in dev.made])
+        present = [*a.made, *c.made]
+
+        async def check(known: list) -> None:
+            keys = sorted(key_of(e) for e in known)
+            for limit in [*rnd.sample(keys, 12), keys[0], keys[-1], END_OF_TIME]:
+                expected = view(project(plan, [e for e in known if key_of(e) <= limit]))
+                got = view(await state_as_of(log, plan, limit))
+                assert got == expected
+
+        await check(present)
+        async with log._conn.execute("SELECT count(*) FROM timeline_checkpoints") as cur:
+            assert (await cur.fetchone())[0] >= 5
+        # The offline adviser's older edits arrive: stale checkpoints are dropped.
+        await log.ingest([e.raw for e in offline.made])
+        await check([*present, *offline.made])
+    finally:
+        await log.close()
