@@ -21,13 +21,13 @@ the payload for reading.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from core.events.bodies import BODY_BY_TAG, Body, ConflictResolved, type_tag
+from core.events.bodies import BODY_BY_TAG, ROLE_UNKNOWN, Body, ConflictResolved, type_tag
 from core.events.ids import HASH_LEN, KEY_LEN, UUID_LEN
 from core.events.limits import (
     MAX_EVENT_BYTES,
@@ -61,6 +61,8 @@ class Envelope(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
 class UnknownBody(msgspec.Struct, frozen=True):
     """A body whose type this version does not know: kept, shown, skipped."""
+
+    ROLE: ClassVar[int] = ROLE_UNKNOWN
 
     type: str
     data: Any
@@ -171,7 +173,7 @@ def seal(
     return open_event(raw, verify=False, strict=False)
 
 
-def _decode_body(tag: str, data: bytes) -> Body | UnknownBody:
+def _decode_body(tag: str, data: bytes | msgspec.Raw) -> Body | UnknownBody:
     decoder = _body_decoders.get(tag)
     if decoder is not None:
         return decoder.decode(data)
@@ -263,4 +265,4 @@ def open_event(raw: bytes, *, verify: bool = True, strict: bool = True) -> Event
 def decode_stored(raw: bytes) -> Event:
     """Fast decode of bytes that already passed `open_event` on the way in."""
     env = _envelope_decoder.decode(raw[:-SIGNATURE_LEN])
-    return Event(id=event_id(raw), raw=raw, env=env, body=_decode_body(env.type, bytes(env.body)))
+    return Event(id=event_id(raw), raw=raw, env=env, body=_decode_body(env.type, env.body))

@@ -31,11 +31,17 @@ Unknown event types are counted in `skipped` and otherwise ignored.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
-from core.events.bodies import ConflictResolved, EntityRemoved
+from core.events.bodies import (
+    ROLE_REMOVAL,
+    ROLE_RESOLUTION,
+    ROLE_UNKNOWN,
+    Body,
+    ConflictResolved,
+)
 from core.events.envelope import Event, UnknownBody
 from core.events.ids import HASH_LEN
 from core.events.schema import FieldError, validate_value
@@ -170,25 +176,33 @@ def _entity(state: PlanState, kind: str, entity_id: bytes) -> EntityState:
 def evolve(state: PlanState, event: Event) -> PlanState:
     """Fold one event into `state` (in place) and return it. Idempotent."""
     eid = event.id
-    if eid in state.applied:
+    applied = state.applied
+    if eid in applied:
         return state
-    state.applied.add(eid)
+    applied.add(eid)
     state.events += 1
     body = event.body
-    if isinstance(body, UnknownBody):
+    role = body.ROLE
+    if role == ROLE_UNKNOWN:
+        body = cast(UnknownBody, body)
         state.skipped[body.type] = state.skipped.get(body.type, 0) + 1
         return state
+    body = cast(Body, body)
     env = event.env
     kind = body.entity_kind()
-    if isinstance(body, ConflictResolved):
+    if role == ROLE_RESOLUTION:
+        body = cast(ConflictResolved, body)
         try:
             validate_value(kind, body.field, body.value)
         except FieldError as exc:
             state.rejected[eid] = str(exc)
             return state
-    ent = _entity(state, kind, body.entity_id(env.plan))
+    key = (kind, body.entity_id(env.plan))
+    ent = state.entities.get(key)
+    if ent is None:
+        ent = state.entities[key] = EntityState(*key)
     replaces = body.replaced()
-    if isinstance(body, EntityRemoved):
+    if role == ROLE_REMOVAL:
         if kind == "plan":
             state.rejected[eid] = "a plan is archived, not removed"
             return state
@@ -203,13 +217,14 @@ def evolve(state: PlanState, event: Event) -> PlanState:
         fs = fields.get(name)
         if fs is None:
             fs = fields[name] = FieldState()
-        heads = fs.heads
+        replaced = fs._replaced if fs._replaced is not None else fs.replaced
         if replaces:
+            heads = fs.heads
             for r in replaces:
                 heads.pop(r, None)
-            fs.replaced.update(replaces)
-        if eid not in fs.replaced:
-            heads[eid] = Head(hlc, author, value)
+            replaced.update(replaces)
+        if eid not in replaced:
+            fs.heads[eid] = Head(hlc, author, value)
     return state
 
 
