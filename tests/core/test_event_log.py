@@ -229,3 +229,39 @@ async def test_clock_never_runs_backwards_across_restarts(tmp_path: Path) -> Non
     assert second.env.hlc < third.env.hlc
     assert third.env.hlc >> 16 < 1_800_000_000_000 + 60_000  # not ten years ahead
     await log.close()
+
+
+async def test_unknown_event_types_are_verified_stored_synced_and_skipped(tmp_path: Path) -> None:
+    import msgspec
+
+    from core.events.envelope import Envelope
+    from core.projections.history import changes
+    from core.store.verify_log import verify_log
+
+    log = await open_log(tmp_path / "a.db")
+    plan = new_uuid7()
+    dev = Replica(WS, plan)
+    (created,) = dev.make(b.PlanCreated(title="Loppa", municipality="Loppa"))
+    env = Envelope(
+        v=1,
+        workspace=WS,
+        plan=plan,
+        author=dev.device,
+        seq=2,
+        prev=created.id,
+        hlc=created.env.hlc + 1,
+        type="BudgetApproved",
+        body=msgspec.Raw(msgspec.msgpack.encode({"amount": 250_000})),
+    )
+    payload = msgspec.msgpack.encode(env)
+    future = payload + dev.key.sign(payload)
+    report = await log.ingest([created.raw, future])
+    assert len(report.accepted) == 2 and not report.rejected
+    state = await log.load_state(plan)
+    assert state.skipped == {"BudgetApproved": 1}
+    assert state.entity("plan", plan).value("title") == "Loppa"
+    assert (await verify_log(log)).ok
+    assert [c.note for c in changes(await log.events(plan)) if c.type == "BudgetApproved"]
+    # It travels on: what another replica lacks includes it, byte for byte.
+    sent = [raw async for batch in log.lacking(plan, {}) for raw in batch]
+    assert future in sent
