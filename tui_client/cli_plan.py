@@ -254,7 +254,7 @@ async def as_of_key(log: EventLog, plan: bytes, spec: str) -> Key:
     and everything before it; an ISO time means every event stamped at or
     before it."""
     if re.fullmatch(r"[0-9a-fA-F]{4,64}", spec) and not re.fullmatch(r"\d{4}", spec):
-        events = await log.events(plan)
+        events = await log.events_with_id_prefix(plan, spec)
         try:
             target = resolve_prefix(spec, [e.id for e in events], "event")
         except IdError as exc:

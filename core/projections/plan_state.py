@@ -174,7 +174,12 @@ def _entity(state: PlanState, kind: str, entity_id: bytes) -> EntityState:
 
 
 def evolve(state: PlanState, event: Event) -> PlanState:
-    """Fold one event into `state` (in place) and return it. Idempotent."""
+    """Fold one event into `state` (in place) and return it.
+
+    Idempotent within one state's life (`applied`). A restored checkpoint does
+    not remember which events it covers: fold only events after it (the log
+    does, by receive order).
+    """
     eid = event.id
     applied = state.applied
     if eid in applied:

@@ -253,15 +253,20 @@ class EventLog:
         async with self._tx() as conn:
             plan_no = await self._plan_no(plan)
             dev_no = await self._device_no(signer.public_key)
-            if await self._frozen_at(plan_no, dev_no) is not None:
-                raise StoreError("this device's chain for the plan is frozen after a fork")
-            async with conn.execute(
-                "SELECT seq, raw FROM events WHERE plan_no=? AND device_no=? "
-                "ORDER BY seq DESC LIMIT 1",
+            # One round trip for the frozen flag and the chain head (each
+            # aiosqlite call is a thread hop; execute + fetchone + close are three).
+            rows = await conn.execute_fetchall(
+                "SELECT (SELECT at_seq FROM frozen_chains WHERE plan_no=?1 AND device_no=?2), "
+                "seq, raw FROM (SELECT 1) LEFT JOIN (SELECT seq, raw FROM events "
+                "WHERE plan_no=?1 AND device_no=?2 ORDER BY seq DESC LIMIT 1)",
                 (plan_no, dev_no),
-            ) as cur:
-                row = await cur.fetchone()
-            seq, prev = (int(row[0]), event_id(bytes(row[1]))) if row else (0, ZERO_HASH)
+            )
+            frozen, head_seq, head_raw = next(iter(rows))
+            if frozen is not None:
+                raise StoreError("this device's chain for the plan is frozen after a fork")
+            seq, prev = 0, ZERO_HASH
+            if head_seq is not None:
+                seq, prev = int(head_seq), event_id(bytes(head_raw))
             events = []
             for body in bodies:
                 seq += 1
@@ -557,10 +562,28 @@ class EventLog:
         plan_no = await self._known_plan_no(plan)
         if plan_no is None:
             return []
-        async with self._conn.execute(
-            "SELECT rx, raw FROM events WHERE plan_no=? AND rx>? ORDER BY rx", (plan_no, after_rx)
-        ) as cur:
-            return [(int(rx), bytes(raw)) for rx, raw in await cur.fetchall()]
+        # `+plan_no`: walk the rx (rowid) range; with only events_by_time on
+        # plan_no, SQLite would scan the whole plan and sort it, even for an
+        # empty tail.
+        rows = await self._conn.execute_fetchall(
+            "SELECT rx, raw FROM events WHERE +plan_no=? AND rx>? ORDER BY rx",
+            (plan_no, after_rx),
+        )
+        return [(int(rx), bytes(raw)) for rx, raw in rows]
+
+    async def events_with_id_prefix(self, plan: bytes, prefix: str) -> list[Event]:
+        """`plan`'s events whose id (hex) starts with `prefix`: hashes every
+        stored event, decodes only the matches."""
+        plan_no = await self._known_plan_no(plan)
+        if plan_no is None:
+            return []
+        wanted = prefix.lower()
+        rows = await self._conn.execute_fetchall(
+            "SELECT raw FROM events WHERE +plan_no=?", (plan_no,)
+        )
+        return [
+            decode_stored(bytes(raw)) for (raw,) in rows if event_id(raw).hex().startswith(wanted)
+        ]
 
     async def events(self, plan: bytes) -> list[Event]:
         return [decode_stored(raw) for _, raw in await self.raw_events(plan)]
@@ -626,8 +649,8 @@ class EventLog:
     async def load_state(self, plan: bytes, *, checkpoint: bool = True) -> PlanState:
         """The plan's current state: latest checkpoint plus the events after it.
 
-        Writes a fresh checkpoint when more than CHECKPOINT_EVERY events had to
-        be folded (and `checkpoint` is true).
+        Writes a fresh checkpoint when more than CHECKPOINT_EVERY events (or a
+        tenth of the plan, if more) had to be folded (and `checkpoint` is true).
         """
         plan_no = await self._known_plan_no(plan)
         if plan_no is None:
@@ -646,7 +669,10 @@ class EventLog:
         with gc_paused():
             for _, raw in tail:
                 evolve(state, decode_stored(raw))
-        if checkpoint and len(tail) > CHECKPOINT_EVERY:
+        # Checkpoints grow with history (every replaced id is kept), so write
+        # one after a tail of at least a tenth of the plan: the amortised cost
+        # per event stays bounded as a plan grows.
+        if checkpoint and len(tail) > max(CHECKPOINT_EVERY, state.events // 10):
             await self.save_checkpoint(plan, state, tail[-1][0])
         return state
 
