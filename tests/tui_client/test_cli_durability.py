@@ -17,7 +17,7 @@ from core.events.ids import new_uuid7
 from core.identity.keyfile import DeviceKey
 from core.store.event_log import EventLog
 
-from .cli_helpers import NewDevice, db_rows, vidda_env, vidda_parallel
+from .cli_helpers import VIDDA, NewDevice, db_rows, vidda_env, vidda_parallel
 
 # Appends forever, one to three events per transaction, and prints each event
 # (seq and id) only after `append` returned, i.e. after COMMIT.
@@ -146,3 +146,55 @@ def test_the_command_line_beside_an_open_log(new_device: NewDevice) -> None:
 
     asyncio.run(scenario())
     assert db_rows(dev.home, "SELECT count(*) FROM events") == [(8,)]
+
+
+def test_kill_9_of_a_vidda_import_leaves_all_or_nothing_and_a_valid_log(
+    new_device: NewDevice, tmp_path: Path
+) -> None:
+    """SIGKILL a real `vidda bundle import` of a large bundle at random moments:
+    the log always reopens, verifies, and holds none or all of the bundle."""
+    import random
+    import time
+
+    source = new_device("Kilde")
+    target = new_device("Mål", workspace=source.workspace)
+    ws = bytes.fromhex(source.workspace)
+
+    async def fill() -> None:
+        log = await EventLog.open(source.home / "vidda.db", workspace=ws)
+        key = DeviceKey.generate()
+        plan = new_uuid7()
+        for chunk in range(12):
+            await log.append(
+                key,
+                plan,
+                [
+                    NoteWritten(note=new_uuid7(), target=None, text=f"notat {chunk}.{i} – Unjárga")
+                    for i in range(1000)
+                ],
+            )
+        await log.close()
+
+    asyncio.run(fill())
+    bundle = tmp_path / "stor.bundle"
+    source.run("bundle", "export", "--out", bundle)
+    total = 12_000
+    rnd = random.Random(1576)
+    for _ in range(6):
+        with subprocess.Popen(
+            [*VIDDA, "--home", str(target.home), "bundle", "import", str(bundle)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=vidda_env(),
+        ) as proc:
+            time.sleep(rnd.uniform(0.2, 1.5))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        target.run("verify")  # exit 0: every stored byte still checks out
+        count = db_rows(target.home, "SELECT count(*) FROM events")[0][0]
+        assert count in (0, total)
+        if count == total:
+            break
+    target.run("bundle", "import", str(bundle))
+    assert db_rows(target.home, "SELECT count(*) FROM events")[0][0] == total
+    target.run("verify")
