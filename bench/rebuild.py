@@ -51,7 +51,7 @@ async def vidda_rebuild(
 ) -> tuple[dict[str, float], PlanState]:
     """One verified rebuild; seconds per phase. `pause_gc`: the cyclic garbage
     collector is off for the duration, as core's own fold paths do
-    (`event_log.gc_paused`): the fold makes no reference cycles."""
+    (`checkpoints.gc_paused`): the fold makes no reference cycles."""
     log = await EventLog.open(w.path)
     try:
         if pause_gc:

@@ -22,7 +22,7 @@ from core.events.ids import IdError
 from core.events.schema import FieldError
 from core.identity.keyfile import KeyFileError
 from core.identity.profile import ProfileError
-from core.store.event_log import StoreError
+from core.store.errors import StoreError
 from core.sync.bundle import BundleError
 from tui_client.home import Home, HomeError, resolve_home
 

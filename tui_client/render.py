@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core.events.ids import short_ids
+from core.projections.plan_view import view_ids
 
 QUESTION_LABELS = {
     "q_who_are_we": "Hvem er vi?",
@@ -23,20 +24,7 @@ def short(hex_id: str | None, n: int = 8) -> str:
 
 def short_id_map(view: dict[str, Any]) -> Callable[[str | None], str]:
     """Shortest unique prefixes (≥ 8 digits) for every id shown in a plan view."""
-    ids = {view["plan"]}
-    for key in (
-        "sub_goals",
-        "phases",
-        "needs",
-        "activities",
-        "actors",
-        "involvement",
-        "decisions",
-        "notes",
-        "removed",
-    ):
-        ids.update(e["id"] for e in view[key])
-    ids.update(c["entity"] for c in view["conflicts"])
+    ids = set(view_ids(view)) | {c["entity"] for c in view["conflicts"]}
     table = {k.hex(): v for k, v in short_ids(bytes.fromhex(i) for i in ids).items()}
 
     def sid(hex_id: str | None) -> str:

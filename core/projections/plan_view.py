@@ -117,6 +117,14 @@ def edited_after_removal(state: PlanState) -> list[dict[str, Any]]:
     return out
 
 
+def view_ids(data: dict[str, Any]) -> list[str]:
+    """Every entity id (hex) a plan view shows, the plan's first."""
+    ids = [data["plan"]]
+    for key in (*KIND_LISTS.values(), "removed"):
+        ids.extend(e["id"] for e in data[key])
+    return ids
+
+
 def view(state: PlanState) -> dict[str, Any]:
     """The whole plan as JSON-ready data (deterministic for equal states)."""
     plan_ent = state.entity("plan", state.plan)

@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
 import aiosqlite
@@ -45,22 +44,13 @@ from core.events.hlc import HybridClock, system_ms
 from core.events.ids import ZERO_HASH
 from core.events.verify import authentic_prefix
 from core.projections.plan_state import (
-    FOLD_VERSION,
     PlanState,
-    SnapshotMismatch,
-    evolve,
-    restore,
-    snapshot,
 )
+from core.store import checkpoints
+from core.store.errors import StoreError
 from core.store.schema import PRAGMAS, SCHEMA, SCHEMA_VERSION
 
-CHECKPOINT_EVERY = 2_000  # fold at most this many events past a checkpoint before writing one
-
 Vector = dict[bytes, int]  # device key -> highest contiguous seq
-
-
-class StoreError(Exception):
-    """The log cannot do what was asked; the message says why."""
 
 
 class Rejection(msgspec.Struct, frozen=True):
@@ -199,32 +189,26 @@ class EventLog:
         transaction). Another process may have added it since we cached."""
         no = self._plan_nos.get(plan)
         if no is None:
-            await self._conn.execute("INSERT OR IGNORE INTO plans(plan_id) VALUES (?)", (plan,))
-            async with self._conn.execute(
-                "SELECT plan_no FROM plans WHERE plan_id=?", (plan,)
-            ) as cur:
-                row = await cur.fetchone()
-            assert row is not None
-            no = int(row[0])
+            no = await self._number("plans", "plan_no", "plan_id", plan)
             self._plan_nos[plan] = no
             self._plan_ids[no] = plan
         return no
 
     async def _device_no(self, device: bytes) -> int:
+        """The device's number, adding it if needed (inside a write transaction)."""
         no = self._device_nos.get(device)
         if no is None:
-            await self._conn.execute(
-                "INSERT OR IGNORE INTO devices(device_key) VALUES (?)", (device,)
-            )
-            async with self._conn.execute(
-                "SELECT device_no FROM devices WHERE device_key=?", (device,)
-            ) as cur:
-                row = await cur.fetchone()
-            assert row is not None
-            no = int(row[0])
+            no = await self._number("devices", "device_no", "device_key", device)
             self._device_nos[device] = no
             self._device_keys[no] = device
         return no
+
+    async def _number(self, table: str, no_col: str, id_col: str, value: bytes) -> int:
+        await self._conn.execute(f"INSERT OR IGNORE INTO {table}({id_col}) VALUES (?)", (value,))
+        rows = await self._conn.execute_fetchall(
+            f"SELECT {no_col} FROM {table} WHERE {id_col}=?", (value,)
+        )
+        return int(next(iter(rows))[0])
 
     async def _known_plan_no(self, plan: bytes) -> int | None:
         """The plan's number for reading; re-reads the tables on a miss."""
@@ -635,82 +619,15 @@ class EventLog:
             rows = [r[0] for r in await cur.fetchall()]
         return [] if rows == ["ok"] else rows
 
-    # --- projections and checkpoints -------------------------------------------------------
+    # --- projections and checkpoints (core.store.checkpoints) ---------------------------
 
     async def rebuild_state(self, plan: bytes) -> PlanState:
         """Fold the plan from zero, ignoring checkpoints."""
-        state = PlanState(plan)
-        rows = await self.raw_events(plan)
-        with gc_paused():
-            for _, raw in rows:
-                evolve(state, decode_stored(raw))
-        return state
+        return await checkpoints.rebuild_state(self, plan)
 
     async def load_state(self, plan: bytes, *, checkpoint: bool = True) -> PlanState:
-        """The plan's current state: latest checkpoint plus the events after it.
-
-        Writes a fresh checkpoint when more than CHECKPOINT_EVERY events (or a
-        tenth of the plan, if more) had to be folded (and `checkpoint` is true).
-        """
-        plan_no = await self._known_plan_no(plan)
-        if plan_no is None:
-            raise StoreError(f"no plan {plan.hex()} in this log")
-        state, upto = PlanState(plan), 0
-        async with self._conn.execute(
-            "SELECT fold, upto_rx, state FROM checkpoints WHERE plan_no=?", (plan_no,)
-        ) as cur:
-            row = await cur.fetchone()
-        if row is not None and row[0] == FOLD_VERSION:
-            try:
-                state, upto = restore(bytes(row[2])), int(row[1])
-            except (SnapshotMismatch, msgspec.DecodeError, msgspec.ValidationError):
-                state, upto = PlanState(plan), 0
-        tail = await self.raw_events(plan, after_rx=upto)
-        with gc_paused():
-            for _, raw in tail:
-                evolve(state, decode_stored(raw))
-        # Checkpoints grow with history (every replaced id is kept), so write
-        # one after a tail of at least a tenth of the plan: the amortised cost
-        # per event stays bounded as a plan grows.
-        if checkpoint and len(tail) > max(CHECKPOINT_EVERY, state.events // 10):
-            await self.save_checkpoint(plan, state, tail[-1][0])
-        return state
-
-    async def save_checkpoint(self, plan: bytes, state: PlanState, upto_rx: int) -> None:
-        """Record `state` as the fold of every event of `plan` with rx <= upto_rx."""
-        plan_no = self._plan_nos[plan]
-        async with self._tx() as conn:
-            async with conn.execute(
-                "SELECT device_no, max(seq) FROM events WHERE plan_no=? AND rx<=? "
-                "GROUP BY device_no",
-                (plan_no, upto_rx),
-            ) as cur:
-                vector = {self._device_keys[d].hex(): int(s) for d, s in await cur.fetchall()}
-            await conn.execute(
-                "INSERT OR REPLACE INTO checkpoints(plan_no, fold, upto_rx, events, vector, state)"
-                " VALUES (?,?,?,?,?,?)",
-                (
-                    plan_no,
-                    FOLD_VERSION,
-                    upto_rx,
-                    state.events,
-                    msgspec.json.encode(vector),
-                    snapshot(state),
-                ),
-            )
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC while a fold allocates many acyclic objects: its
-    collections would otherwise rescan the growing state again and again."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+        """The plan's current state: latest checkpoint plus the events after it."""
+        return await checkpoints.load_state(self, plan, checkpoint=checkpoint)
 
 
 def _signature_checked(ev: Event) -> bool:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from core.events.envelope import Event, decode_stored
 from core.projections.plan_state import FOLD_VERSION, PlanState, evolve, restore, snapshot
-from core.store.event_log import EventLog, StoreError, gc_paused
+from core.store.checkpoints import gc_paused
+from core.store.errors import StoreError
+from core.store.event_log import EventLog
 
 TIMELINE_STEP = 2_000
 

@@ -14,8 +14,9 @@ from core.events.envelope import seal
 from core.events.ids import new_uuid7
 from core.identity.keyfile import DeviceKey
 from core.projections.plan_state import canonical_bytes
-from core.store import event_log as event_log_module
-from core.store.event_log import EventLog, StoreError
+from core.store import checkpoints as checkpoints_module
+from core.store.errors import StoreError
+from core.store.event_log import EventLog
 from tests.core.replica import Replica
 
 WS = new_uuid7()
@@ -177,7 +178,7 @@ async def test_lacking_sends_exactly_what_the_other_side_misses(tmp_path: Path) 
 
 
 async def test_checkpoint_equals_rebuild_from_zero(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(event_log_module, "CHECKPOINT_EVERY", 10)
+    monkeypatch.setattr(checkpoints_module, "CHECKPOINT_EVERY", 10)
     log = await open_log(tmp_path / "a.db")
     key = DeviceKey.generate()
     plan, bodies = edits.new_plan(title="Aure", municipality="Aure")

@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from core.projections.plan_view import view_ids
+
 # Non-ASCII on purpose: the key file must round-trip a Norwegian/Sámi passphrase.
 PASSPHRASE = "Blåbærsyltetøy på ŋuorra-skiferen"
 # The console script, as a user runs it (it lives beside the interpreter in the venv).
@@ -176,20 +178,7 @@ def unique_prefix(hex_id: str, all_ids: Sequence[str], minimum: int = 4) -> str:
 
 def plan_ids(view: dict[str, Any]) -> list[str]:
     """Every id a plan view shows (the candidates for an entity prefix)."""
-    ids = [view["plan"]]
-    for key in (
-        "sub_goals",
-        "phases",
-        "needs",
-        "activities",
-        "actors",
-        "involvement",
-        "decisions",
-        "notes",
-        "removed",
-    ):
-        ids.extend(e["id"] for e in view[key])
-    return ids
+    return view_ids(view)
 
 
 # --- devices ------------------------------------------------------------------------------
