@@ -46,7 +46,7 @@ from core.events.envelope import Event, UnknownBody
 from core.events.ids import HASH_LEN
 from core.events.schema import FieldError, validate_value
 
-FOLD_VERSION = "plan-state/2"
+FOLD_VERSION = "plan-state/3"
 
 
 class Head(msgspec.Struct, array_like=True, frozen=True, gc=False):
@@ -57,32 +57,30 @@ class Head(msgspec.Struct, array_like=True, frozen=True, gc=False):
     value: Any
 
 
-class FieldState:
-    """Heads and replaced ids of one field.
+class FieldState(msgspec.Struct, array_like=True, gc=False):
+    """Heads and replaced ids of one field; also its own snapshot form.
 
-    A restored field keeps its replaced ids as one packed blob until a fold
-    first touches the field: opening a checkpoint then costs one bytes object
-    per field instead of one per edit ever made.
+    A restored field keeps its replaced ids as one packed blob (`packed`)
+    until a fold first touches the field: opening a checkpoint then costs one
+    bytes object per field instead of one per edit ever made. `unpacked` is
+    the live set (None while packed).
     """
 
-    __slots__ = ("_packed", "_replaced", "heads")
-
-    def __init__(self, packed: bytes = b"") -> None:
-        self.heads: dict[bytes, Head] = {}
-        self._replaced: set[bytes] | None = None if packed else set()
-        self._packed = packed
+    heads: dict[bytes, Head] = msgspec.field(default_factory=dict)
+    packed: bytes = b""
+    unpacked: set[bytes] | None = msgspec.field(default_factory=set)
 
     @property
     def replaced(self) -> set[bytes]:
-        if self._replaced is None:
-            blob = self._packed
-            self._replaced = {blob[i : i + HASH_LEN] for i in range(0, len(blob), HASH_LEN)}
-            self._packed = b""
-        return self._replaced
+        if self.unpacked is None:
+            blob = self.packed
+            self.unpacked = {blob[i : i + HASH_LEN] for i in range(0, len(blob), HASH_LEN)}
+            self.packed = b""
+        return self.unpacked
 
     def packed_replaced(self, exclude: set[bytes] | None = None) -> bytes:
-        if self._replaced is None and not exclude:
-            return self._packed
+        if self.unpacked is None and not exclude:
+            return self.packed
         ids = self.replaced if not exclude else self.replaced - exclude
         return b"".join(sorted(ids))
 
@@ -93,16 +91,15 @@ class FieldState:
         return max(self.heads.items(), key=lambda kv: (kv[1].hlc, kv[1].author, kv[0]))
 
 
-class EntityState:
-    __slots__ = ("created", "fields", "id", "kind", "removal_seen", "removals")
+class EntityState(msgspec.Struct, array_like=True, gc=False):
+    """One entity's fields and tombstones; also its own snapshot form."""
 
-    def __init__(self, kind: str, entity_id: bytes) -> None:
-        self.kind = kind
-        self.id = entity_id
-        self.created: bytes | None = None  # smallest creation event id seen
-        self.fields: dict[str, FieldState] = {}
-        self.removals: dict[bytes, Head] = {}  # removal event id -> (hlc, author, None)
-        self.removal_seen: set[bytes] = set()
+    kind: str
+    id: bytes
+    created: bytes | None = None  # smallest creation event id seen
+    fields: dict[str, FieldState] = msgspec.field(default_factory=dict)
+    removals: dict[bytes, Head] = msgspec.field(default_factory=dict)  # id -> (hlc, author)
+    removal_seen: set[bytes] = msgspec.field(default_factory=set)
 
     @property
     def removed(self) -> bool:
@@ -205,7 +202,7 @@ def evolve(state: PlanState, event: Event) -> PlanState:
     key = (kind, body.entity_id(env.plan))
     ent = state.entities.get(key)
     if ent is None:
-        ent = state.entities[key] = EntityState(*key)
+        ent = state.entities[key] = EntityState(key[0], key[1], None, {}, {}, set())
     replaces = body.replaced()
     if role == ROLE_REMOVAL:
         if kind == "plan":
@@ -221,8 +218,8 @@ def evolve(state: PlanState, event: Event) -> PlanState:
     for name, value in body.sets():
         fs = fields.get(name)
         if fs is None:
-            fs = fields[name] = FieldState()
-        replaced = fs._replaced if fs._replaced is not None else fs.replaced
+            fs = fields[name] = FieldState({}, b"", set())
+        replaced = fs.unpacked if fs.unpacked is not None else fs.replaced
         if replaces:
             heads = fs.heads
             for r in replaces:
@@ -244,26 +241,18 @@ def project(plan: bytes, events: Iterable[Event], state: PlanState | None = None
 # --- checkpoints: a state is its own snapshot ---------------------------------------------
 
 
-class _Snapshot(msgspec.Struct, array_like=True):
+class _Snapshot(msgspec.Struct, array_like=True, gc=False):
     fold: str
     plan: bytes
     events: int
     skipped: dict[str, int]
-    rejected: list[tuple[bytes, str]]
-    entities: list[
-        tuple[
-            str,  # kind
-            bytes,  # id
-            bytes | None,  # created
-            list[tuple[str, list[tuple[bytes, int, bytes, Any]], bytes]],  # fields
-            list[tuple[bytes, int, bytes]],  # removals
-            list[bytes],  # removal_seen
-        ]
-    ]
+    rejected: dict[bytes, str]
+    entities: list[EntityState]
 
 
 def snapshot(state: PlanState, *, prune: bool = False) -> bytes:
-    """Serialise the state for a checkpoint (deterministic).
+    """Serialise the state for a checkpoint; it decodes straight back into
+    `EntityState`/`FieldState` structs (see `restore`).
 
     With `prune`, replaced ids of events already folded into this state are
     left out: they can never arrive again, so folding any *new* events into
@@ -272,29 +261,32 @@ def snapshot(state: PlanState, *, prune: bool = False) -> bytes:
     that a rebuild from zero equals them byte for byte.
     """
     exclude = state.applied if prune else None
-    ents = []
-    for (kind, eid), ent in sorted(state.entities.items()):
-        fields = [
-            (
-                name,
-                sorted((k, h.hlc, h.author, h.value) for k, h in fs.heads.items()),
-                fs.packed_replaced(exclude),
-            )
-            for name, fs in sorted(ent.fields.items())
-        ]
-        removals = sorted((k, h.hlc, h.author) for k, h in ent.removals.items())
-        ents.append((kind, eid, ent.created, fields, removals, sorted(ent.removal_seen)))
+    ents = [
+        EntityState(
+            kind=ent.kind,
+            id=ent.id,
+            created=ent.created,
+            fields={
+                name: FieldState(heads=fs.heads, packed=fs.packed_replaced(exclude), unpacked=None)
+                for name, fs in sorted(ent.fields.items())
+            },
+            removals=ent.removals,
+            removal_seen=ent.removal_seen,
+        )
+        for _, ent in sorted(state.entities.items())
+    ]
     snap = _Snapshot(
         fold=FOLD_VERSION,
         plan=state.plan,
         events=state.events,
-        skipped=dict(sorted(state.skipped.items())),
-        rejected=sorted(state.rejected.items()),
+        skipped=state.skipped,
+        rejected=state.rejected,
         entities=ents,
     )
-    return _encoder.encode(snap)
+    return _snapshot_encoder.encode(snap)
 
 
+_snapshot_encoder = msgspec.msgpack.Encoder()
 _snapshot_decoder = msgspec.msgpack.Decoder(_Snapshot)
 
 
@@ -308,14 +300,7 @@ def restore(data: bytes) -> PlanState:
         raise SnapshotMismatch(f"checkpoint fold {snap.fold!r} != {FOLD_VERSION!r}")
     state = PlanState(snap.plan)
     state.events = snap.events
-    state.skipped = dict(snap.skipped)
-    state.rejected = dict(snap.rejected)
-    for kind, eid, created, fields, removals, seen in snap.entities:
-        ent = state.entities[(kind, eid)] = EntityState(kind, eid)
-        ent.created = created
-        for name, heads, packed in fields:
-            fs = ent.fields[name] = FieldState(packed)
-            fs.heads = {k: Head(hlc, author, value) for k, hlc, author, value in heads}
-        ent.removals = {k: Head(hlc, author, None) for k, hlc, author in removals}
-        ent.removal_seen = set(seen)
+    state.skipped = snap.skipped
+    state.rejected = snap.rejected
+    state.entities = {(ent.kind, ent.id): ent for ent in snap.entities}
     return state
