@@ -197,10 +197,16 @@ def resolve(state: PlanState, kind: str, entity_id: bytes, field: str, value: An
 
 def find_entity(state: PlanState, entity_id: bytes) -> str:
     """The kind of the entity with this id (ids are unique across kinds)."""
-    kinds = sorted(k for (k, eid) in state.entities if eid == entity_id)
-    if not kinds:
+    # A malformed event may name an id with the wrong kind; the kind whose
+    # creation event we have is the real one.
+    found = sorted(
+        (ent.created is None, kind)
+        for (kind, eid), ent in state.entities.items()
+        if eid == entity_id
+    )
+    if not found:
         raise EditError(f"no entity {entity_id.hex()} in this plan")
-    return kinds[0]
+    return found[0][1]
 
 
 __all__ = ["KEY_QUESTIONS", "EditError"]

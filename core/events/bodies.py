@@ -499,7 +499,9 @@ class EntityRemoved(Body, frozen=True):
         return self.kind
 
 
-ResolvedValue = str | int | bool | None | list[str]
+# Any field's type (text, number, yes/no, list, an entity id as 16 bytes…);
+# checked against the field's own type by `schema.validate_value` on read.
+ResolvedValue = Any
 
 
 class ConflictResolved(Body, frozen=True):

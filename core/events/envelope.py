@@ -180,7 +180,10 @@ def _decode_body(tag: str, data: bytes | msgspec.Raw) -> Body | UnknownBody:
     upcast = UPCASTERS.get(tag)
     if upcast is not None:
         cls, fn = upcast
-        return msgspec.convert(fn(_any_decoder.decode(data)), cls)
+        old = _any_decoder.decode(data)
+        if not isinstance(old, dict):
+            raise msgspec.ValidationError(f"an old {tag} body must be a map")
+        return msgspec.convert(fn(old), cls)
     return UnknownBody(type=tag, data=_any_decoder.decode(data))
 
 
@@ -242,8 +245,8 @@ def open_event(raw: bytes, *, verify: bool = True, strict: bool = True) -> Event
         raise EventError("bad_prev", "first event of a chain must have a zero prev")
     try:
         body = _decode_body(env.type, bytes(env.body))
-    except (*_DECODE_ERRORS, AttributeError, TypeError) as exc:
-        # AttributeError/TypeError: an upcaster handed a non-dict old body.
+    except (*_DECODE_ERRORS, ValueError, AttributeError, TypeError) as exc:
+        # ValueError/AttributeError/TypeError: an upcaster handed a strange old body.
         raise EventError("invalid_body", f"{env.type}: {exc}") from None
     if strict:
         try:

@@ -74,7 +74,9 @@ def validate_value(kind: str, field: str, value: Any) -> Any:
     count composed characters (decomposed input is not longer)."""
     tp = field_type(kind, field)
     try:
-        return msgspec.convert(normalise(value), tp)
+        # builtin_types: bytes stay bytes and text is never read as base64,
+        # so a value's type cannot change on the way through.
+        return msgspec.convert(normalise(value), tp, builtin_types=(bytes,))
     except (msgspec.ValidationError, LimitError) as exc:
         raise FieldError(f"{kind}.{field}: {exc}") from None
 

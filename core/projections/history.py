@@ -16,6 +16,7 @@ import msgspec
 from core.events.bodies import ConflictResolved, EntityRemoved
 from core.events.envelope import Event, UnknownBody
 from core.events.hlc import to_iso
+from core.events.schema import FieldError, validate_value
 from core.projections.plan_view import plain
 
 
@@ -96,7 +97,23 @@ def changes(events: Iterable[Event]) -> list[Change]:
             )
             continue
         replaced = body.replaced()
-        for field, value in body.sets():
+        pairs = body.sets()
+        if isinstance(body, ConflictResolved):
+            try:
+                pairs = [(body.field, validate_value(kind, body.field, body.value))]
+            except FieldError as exc:
+                out.append(
+                    change(
+                        kind=kind,
+                        entity=entity,
+                        field=body.field,
+                        old=[],
+                        new=None,
+                        note=f"resolution ignored: {exc}",
+                    )
+                )
+                continue
+        for field, value in pairs:
             if body.CREATES and value in (None, [], False):
                 versions[(ev.id, field)] = value
                 continue  # a creation's empty defaults are not news

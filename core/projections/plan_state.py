@@ -46,7 +46,7 @@ from core.events.envelope import Event, UnknownBody
 from core.events.ids import HASH_LEN
 from core.events.schema import FieldError, validate_value
 
-FOLD_VERSION = "plan-state/3"
+FOLD_VERSION = "plan-state/4"
 
 
 class Head(msgspec.Struct, array_like=True, frozen=True, gc=False):
@@ -195,19 +195,21 @@ def evolve(state: PlanState, event: Event) -> PlanState:
     if role == ROLE_RESOLUTION:
         body = cast(ConflictResolved, body)
         try:
-            validate_value(kind, body.field, body.value)
+            pairs = [(body.field, validate_value(kind, body.field, body.value))]
         except FieldError as exc:
             state.rejected[eid] = str(exc)
             return state
+    elif role == ROLE_REMOVAL and kind == "plan":
+        state.rejected[eid] = "a plan is archived, not removed"
+        return state
+    else:
+        pairs = body.sets()
     key = (kind, body.entity_id(env.plan))
     ent = state.entities.get(key)
     if ent is None:
         ent = state.entities[key] = EntityState(key[0], key[1], None, {}, {}, set())
     replaces = body.replaced()
     if role == ROLE_REMOVAL:
-        if kind == "plan":
-            state.rejected[eid] = "a plan is archived, not removed"
-            return state
         ent.removals[eid] = Head(env.hlc, env.author, None)
         ent.removal_seen.update(replaces)
         return state
@@ -215,7 +217,7 @@ def evolve(state: PlanState, event: Event) -> PlanState:
         ent.created = eid
     hlc, author = env.hlc, env.author
     fields = ent.fields
-    for name, value in body.sets():
+    for name, value in pairs:
         fs = fields.get(name)
         if fs is None:
             fs = fields[name] = FieldState({}, b"", set())

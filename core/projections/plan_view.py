@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from core.events.hlc import to_iso
-from core.events.schema import ENTITY_FIELDS, is_reference
 from core.projections.plan_state import EntityState, PlanState
 
 ORDERED_KINDS = ("phase", "activity", "sub_goal")
@@ -31,8 +30,6 @@ def plain(kind: str, field: str, value: Any) -> Any:
     """A field value as JSON-ready data (ids as hex)."""
     if isinstance(value, bytes):
         return value.hex()
-    if field in ENTITY_FIELDS.get(kind, {}) and is_reference(kind, field) and value is not None:
-        return bytes(value).hex()
     return value
 
 

@@ -235,6 +235,7 @@ class EventLog:
         if not bodies:
             return []
         async with self._tx() as conn:
+            await self._adopt_stored_clock(conn)
             plan_no = await self._plan_no(plan)
             dev_no = await self._device_no(signer.public_key)
             # One round trip for the frozen flag and the chain head (each
@@ -296,6 +297,7 @@ class EventLog:
         if not chains:
             return report
         async with self._tx() as conn:
+            await self._adopt_stored_clock(conn)
             rows = []
             for (plan, author), items in chains.items():
                 rows.extend(await self._ingest_chain(conn, plan, author, items, report))
@@ -355,9 +357,9 @@ class EventLog:
             if seq in seen_in_batch:
                 if seen_in_batch[seq] == ev.raw:
                     report.duplicates += 1
-                else:  # two different events for one seq in one batch
+                else:  # two validly signed events for one seq in one batch: a fork
                     await self._keep_evidence(conn, plan_no, dev_no, ev, "fork", report, index)
-                    frozen = frozen if frozen is not None else seq
+                    frozen = await self._freeze(conn, plan_no, dev_no, seq, "fork", frozen)
                 continue
             seen_in_batch[seq] = ev.raw
             if seq <= head_seq:
@@ -383,39 +385,33 @@ class EventLog:
         run: list[tuple[int, Event]] = []
         for pos, (index, ev) in enumerate(fresh):
             seq = ev.env.seq
-            if frozen is not None:
-                await self._keep_evidence(conn, plan_no, dev_no, ev, "frozen", report, index)
+            if frozen is not None and seq >= frozen:
+                # Quarantine only what the author really signed: forgeries must
+                # not fill the evidence table or plant evidence against a device.
+                if _signature_checked(ev):
+                    await self._keep_evidence(conn, plan_no, dev_no, ev, "frozen", report, index)
+                else:
+                    report.rejected.append(
+                        Rejection(index, ev.id, "bad_signature", "signature does not verify")
+                    )
                 continue
             if seq != expected_seq:
-                for i2, ev2 in fresh[pos:]:
-                    report.rejected.append(
-                        Rejection(
-                            i2,
-                            ev2.id,
-                            "gap",
-                            f"seq {ev2.env.seq} but this log has up to {expected_seq - 1}",
-                        )
-                    )
+                _reject_rest(report, fresh[pos:], f"this log has up to {expected_seq - 1}")
                 break
             if ev.env.prev != expected_prev:
                 if run and authentic_prefix([e for _, e in run], head_id) < len(run):
                     # The link breaks against an event of this batch that is itself
                     # not authentic (damaged on the way): no evidence of a fork. The
                     # rest of the chain waits for an undamaged copy.
-                    for i2, ev2 in fresh[pos:]:
-                        report.rejected.append(
-                            Rejection(
-                                i2,
-                                ev2.id,
-                                "gap",
-                                f"seq {ev2.env.seq} follows an event that failed verification",
-                            )
-                        )
+                    _reject_rest(
+                        report, fresh[pos:], "it follows an event that failed verification"
+                    )
                     break
                 if not _signature_checked(ev):
                     report.rejected.append(
                         Rejection(index, ev.id, "bad_signature", "signature does not verify")
                     )
+                    _reject_rest(report, fresh[pos + 1 :], "it follows a rejected event")
                     break
                 await self._keep_evidence(conn, plan_no, dev_no, ev, "fork", report, index)
                 frozen = await self._freeze(conn, plan_no, dev_no, seq, "fork", frozen)
@@ -433,6 +429,13 @@ class EventLog:
                     Rejection(index, ev.id, "bad_signature", "signature does not verify")
                 )
         return rows
+
+    async def _adopt_stored_clock(self, conn: aiosqlite.Connection) -> None:
+        """Another process sharing this file may have moved the clock on: never
+        issue or store a timestamp below what the file already holds."""
+        stored = await _meta(conn, "clock")
+        if stored:
+            self.clock.last = max(self.clock.last, int.from_bytes(stored, "big"))
 
     async def _frozen_at(self, plan_no: int, dev_no: int) -> int | None:
         async with self._conn.execute(
@@ -628,6 +631,12 @@ class EventLog:
     async def load_state(self, plan: bytes, *, checkpoint: bool = True) -> PlanState:
         """The plan's current state: latest checkpoint plus the events after it."""
         return await checkpoints.load_state(self, plan, checkpoint=checkpoint)
+
+
+def _reject_rest(report: IngestReport, items: list[tuple[int, Event]], why: str) -> None:
+    """Report the rest of a chain's batch as `gap`: the sender still has them."""
+    for index, ev in items:
+        report.rejected.append(Rejection(index, ev.id, "gap", f"seq {ev.env.seq}: {why}"))
 
 
 def _signature_checked(ev: Event) -> bool:

@@ -13,6 +13,15 @@ import msgspec
 
 from core.events.envelope import Event, EventError, event_id, open_event
 from core.events.verify import first_problem
+from core.projections.history import timeline
+from core.projections.plan_state import (
+    PlanState,
+    SnapshotMismatch,
+    canonical_bytes,
+    evolve,
+    restore,
+)
+from core.projections.plan_view import view
 from core.store.event_log import EventLog
 
 
@@ -88,6 +97,51 @@ async def verify_log(log: EventLog, *, full: bool = False) -> VerifyReport:
             )
         if problem is not None:
             report.problems.append(problem)
+    if report.ok:  # caches are only checked against a log that is itself sound
+        report.store_problems += await _check_caches(log)
     report.evidence = len(await log.evidence())
     report.frozen_chains = len(await log.frozen_chains())
     return report
+
+
+async def _check_caches(log: EventLog) -> list[str]:
+    """Checkpoints are derived data, but what people see comes from them: each
+    plan checkpoint must equal a rebuild from the log, and each time-line
+    checkpoint must show what folding the time line up to it shows. A cache
+    that does not is reported and dropped (the next open rebuilds it)."""
+    problems = []
+    for plan, _ in await log.plans():
+        plan_no = await log._known_plan_no(plan)
+        rebuilt = await log.rebuild_state(plan)
+        cached = await log.load_state(plan, checkpoint=False)
+        if canonical_bytes(cached) != canonical_bytes(rebuilt):
+            problems.append(f"plan {plan.hex()}: checkpoint differs from the log; dropped")
+            async with log._tx() as conn:
+                await conn.execute("DELETE FROM checkpoints WHERE plan_no=?", (plan_no,))
+        rows = await log._conn.execute_fetchall(
+            "SELECT events, state FROM timeline_checkpoints WHERE plan_no=? ORDER BY events",
+            (plan_no,),
+        )
+        if not rows:
+            continue
+        wanted = {int(n): bytes(blob) for n, blob in rows}
+        state = PlanState(plan)
+        bad = False
+        for n, ev in enumerate(timeline(await log.events(plan)), start=1):
+            evolve(state, ev)
+            blob = wanted.get(n)
+            if blob is not None and view(_restore_or_none(blob) or PlanState(plan)) != view(state):
+                bad = True
+                break
+        if bad:
+            problems.append(f"plan {plan.hex()}: time-line checkpoints differ; dropped")
+            async with log._tx() as conn:
+                await conn.execute("DELETE FROM timeline_checkpoints WHERE plan_no=?", (plan_no,))
+    return problems
+
+
+def _restore_or_none(blob: bytes) -> PlanState | None:
+    try:
+        return restore(blob)
+    except (SnapshotMismatch, msgspec.DecodeError, msgspec.ValidationError):
+        return None

@@ -150,3 +150,40 @@ def test_edit_after_removal_is_kept_and_surfaced() -> None:
         assert v["activities"] == []
         (surfaced,) = v["edited_after_removal"]
         assert surfaced["value"] == "Folkemøte i Aure" and surfaced["author"] == c.device.hex()
+
+
+def test_a_conflict_on_a_reference_field_can_be_resolved_and_shown() -> None:
+    ws, plan = new_uuid7(), new_uuid7()
+    a, c = Replica(ws, plan), Replica(ws, plan)
+    ph1, ph2 = new_uuid7(), new_uuid7()
+    start = a.make(
+        b.PlanCreated(title="Sentrum", municipality="Aure"),
+        b.PhaseAdded(phase=ph1, name="Innsikt", position="V"),
+        b.PhaseAdded(phase=ph2, name="Retning", position="k"),
+    )
+    act, body = edits.add_entity(a.state, "activity", {"title": "Gjestebud", "phase": ph1})
+    start += a.make(body)
+    c.receive(start)
+    moved_a = a.make(*edits.set_fields(a.state, "activity", act, {"phase": ph2}))
+    moved_c = c.make(*edits.set_fields(c.state, "activity", act, {"phase": None}))
+    a.receive(moved_c)
+    assert len(view(a.state)["conflicts"]) == 1
+    fix = a.make(edits.resolve(a.state, "activity", act, "phase", ph2))
+    state = project(plan, [*start, *moved_a, *moved_c, *fix])
+    v = view(state)
+    assert v["conflicts"] == [] and v["activities"][0]["fields"]["phase"] == ph2.hex()
+    # A resolution that smuggles text into an id field is ignored, never crashes.
+    from core.events.envelope import open_event
+
+    forged = a.make(
+        b.ConflictResolved(
+            entity=act, kind="activity", field="phase", value="AAAAAAAAAAAAAAAAAAAAAA=="
+        )
+    )
+    assert forged[0].id in project(plan, [*start, *forged]).rejected
+    import pytest
+
+    from core.events.envelope import EventError
+
+    with pytest.raises(EventError):
+        open_event(forged[0].raw)

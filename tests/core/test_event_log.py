@@ -266,3 +266,44 @@ async def test_unknown_event_types_are_verified_stored_synced_and_skipped(tmp_pa
     # It travels on: what another replica lacks includes it, byte for byte.
     sent = [raw async for batch in log.lacking(plan, {}) for raw in batch]
     assert future in sent
+
+
+async def test_review_findings_stay_fixed(tmp_path: Path) -> None:
+    """Forks inside one batch freeze the chain (and keep the linked prefix);
+    forgeries for a frozen chain are rejected, not kept as evidence; a broken,
+    badly signed link reports the rest of the chain instead of dropping it."""
+    log = await open_log(tmp_path / "a.db")
+    plan = new_uuid7()
+    dev = Replica(WS, plan)
+    e1, e2, e3 = dev.make(
+        b.PlanCreated(title="A", municipality="A"),
+        b.PlanDetailsRevised(title="B"),
+        b.PlanDetailsRevised(title="C"),
+    )
+    twin = Replica(WS, plan)
+    twin.key, twin.seq, twin.prev = dev.key, 2, e2.id
+    (e3x,) = twin.make(b.PlanDetailsRevised(title="C'"))
+    report = await log.ingest([e1.raw, e2.raw, e3.raw, e3x.raw])
+    assert [e.env.seq for e in report.accepted] == [1, 2]
+    assert sorted(r.reason for r in report.evidence) == ["fork", "frozen"]
+    assert [(d, s) for _, d, s, _ in await log.frozen_chains()] == [(dev.device, 3)]
+    fake = Replica(WS, plan)
+    fake.key, fake.seq, fake.prev = DeviceKey.generate(), 3, e3.id
+    junk = bytearray(fake.make(b.PlanDetailsRevised(title="junk"))[0].raw)
+    start = junk.index(fake.key.public_key)  # claim the frozen device as the author
+    junk[start : start + 32] = dev.device
+    before = len(await log.evidence())
+    report = await log.ingest([bytes(junk)])
+    assert [r.reason for r in report.rejected] == ["bad_signature"]
+    assert len(await log.evidence()) == before
+
+
+async def test_clock_is_shared_by_processes_on_one_file(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    one, two = await open_log(path), await open_log(path)
+    key, plan = DeviceKey.generate(), new_uuid7()
+    ahead = Replica(WS, plan, wall_ms=one._now_ms() + 60_000)  # within the drift bound
+    (theirs,) = ahead.make(b.PlanCreated(title="A", municipality="A"))
+    await one.ingest([theirs.raw])
+    (mine,) = await two.append(key, plan, [b.PlanDetailsRevised(title="B", replaces=[theirs.id])])
+    assert mine.env.hlc > theirs.env.hlc

@@ -40,3 +40,30 @@ def test_mutated_events_are_rejected_never_crash(flips: list[tuple[int, int]], c
             continue
         assert candidate == SAMPLE or ev.raw == candidate  # only an unchanged event may pass
         assert candidate == SAMPLE
+
+
+def test_old_shapes_that_are_not_maps_are_rejected() -> None:
+    import msgspec
+
+    from core.events.envelope import Envelope
+
+    dev = Replica(new_uuid7(), new_uuid7())
+    for body in ("ab", ["abc"], 5):
+        env = Envelope(
+            v=1,
+            workspace=dev.workspace,
+            plan=dev.plan,
+            author=dev.device,
+            seq=1,
+            prev=bytes(32),
+            hlc=1,
+            type="ActorIdentified/1",
+            body=msgspec.Raw(msgspec.msgpack.encode(body)),
+        )
+        payload = msgspec.msgpack.encode(env)
+        try:
+            open_event(payload + dev.key.sign(payload))
+        except EventError as exc:
+            assert exc.reason == "invalid_body"
+        else:
+            raise AssertionError("accepted a non-map old body")

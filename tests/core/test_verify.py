@@ -105,3 +105,34 @@ def test_fast_path_checks_one_signature_and_falls_back_per_event() -> None:
     broken = [*events[:-1], decode_stored(bytes(last))]
     assert authentic_prefix(broken, bytes(32)) == 19
     assert first_problem(broken).seq == 20
+
+
+async def test_a_forged_checkpoint_is_caught_and_dropped(tmp_path: Path, monkeypatch) -> None:
+    from core.projections.plan_state import canonical_bytes, snapshot
+    from core.store import checkpoints, time_travel
+
+    monkeypatch.setattr(checkpoints, "CHECKPOINT_EVERY", 5)
+    monkeypatch.setattr(time_travel, "TIMELINE_STEP", 4)
+    log = await EventLog.open(tmp_path / "a.db", workspace=WS)
+    plan = new_uuid7()
+    dev = Replica(WS, plan)
+    dev.make(
+        b.PlanCreated(title="Vardø", municipality="Vardø"),
+        *[b.PlanDetailsRevised(title=f"Vardø {i}") for i in range(20)],
+    )
+    await log.ingest([e.raw for e in dev.made])
+    await log.load_state(plan)  # writes the plan checkpoint
+    await time_travel.state_as_of(log, plan, time_travel.END_OF_TIME)  # and time-line ones
+    assert (await verify_log(log)).ok
+    forger = Replica(WS, plan)
+    forger.make(b.PlanCreated(title="FORGED TITLE", municipality="Vardø"))
+    async with log._tx() as conn:
+        await conn.execute("UPDATE checkpoints SET state=?", (snapshot(forger.state),))
+        await conn.execute("UPDATE timeline_checkpoints SET state=?", (snapshot(forger.state),))
+    report = await verify_log(log)
+    assert not report.ok and len(report.store_problems) == 2
+    assert canonical_bytes(await log.load_state(plan)) == canonical_bytes(
+        await log.rebuild_state(plan)
+    )
+    assert (await verify_log(log)).ok
+    await log.close()
