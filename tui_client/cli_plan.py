@@ -46,6 +46,8 @@ KIND_ALIASES = {
     "notes": "note",
     "notat": "note",
 }
+# Which kind an id-valued field must point at (`target` of a note may be any).
+REFERENCE_KINDS = {"phase": "phase", "activity": "activity", "sub_goal": "sub_goal"}
 PLAN_FIELD_ALIASES = {
     "goal": "societal_goal",
     "societal-goal": "societal_goal",
@@ -162,11 +164,14 @@ def typed_values(state: PlanState, kind: str, texts: dict[str, str]) -> dict[str
             known = ", ".join(sorted(ENTITY_FIELDS[kind]))
             raise edits.EditError(f"{kind} has no field {field!r} (fields: {known})")
         if is_reference(kind, field):
-            out[field] = (
-                None
-                if text.strip().lower() in ("", "none", "-")
-                else resolve_entity(state, text)[1]
-            )
+            if text.strip().lower() in ("", "none", "-"):
+                out[field] = None
+                continue
+            ref_kind, ref = resolve_entity(state, text)
+            wanted = REFERENCE_KINDS.get(field)
+            if wanted is not None and ref_kind != wanted:
+                raise edits.EditError(f"--{field} must name a {wanted}, not a {ref_kind}")
+            out[field] = ref
         else:
             out[field] = parse_text_value(kind, field, text)
     return out

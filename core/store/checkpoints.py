@@ -2,7 +2,8 @@
 
 A checkpoint stores the fold version, the receive position (rx) it covers, the
 version vector of those events and the state snapshot. A rebuild from zero
-equals it byte for byte (tests/core/test_event_log.py). Checkpoints grow with
+has the same canonical bytes (`canonical_bytes`; tests/core/test_event_log.py),
+and `vidda verify` checks that. Checkpoints grow with
 history (the fold keeps every replaced id), so one is written only after a
 tail of at least CHECKPOINT_EVERY events or a tenth of the plan.
 """

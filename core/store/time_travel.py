@@ -116,9 +116,16 @@ async def state_as_of(log: EventLog, plan: bytes, limit: Key) -> PlanState:
     if plan_no is None:
         raise StoreError(f"no plan {plan.hex()} in this log")
     await ensure_checkpoints(log, plan)
-    found = await _latest_checkpoint(log, plan_no, limit)
-    state, lo = (restore(found[2]), found[1]) if found else (PlanState(plan), None)
-    events = await _events_between(log, plan_no, lo, limit)
+    # One read transaction: the checkpoint and the events after it come from
+    # the same moment, whatever another process writes meanwhile.
+    async with log._lock:
+        await log._conn.execute("BEGIN")
+        try:
+            found = await _latest_checkpoint(log, plan_no, limit)
+            events = await _events_between(log, plan_no, found[1] if found else None, limit)
+        finally:
+            await log._conn.execute("COMMIT")
+    state = restore(found[2]) if found else PlanState(plan)
     with gc_paused():
         for ev in events:
             evolve(state, ev)

@@ -319,6 +319,8 @@ def test_bad_input_is_one_line_nonzero_and_writes_nothing(built: Built) -> None:
          1, "mode"),
         ("unknown plan", ["plan", "set", "fffff", "title", "X"], 1, "no plan"),
         ("unknown kind", ["plan", "add", p, "fest", "--title", "X"], 2, "unknown kind"),
+        ("reference of the wrong kind", ["plan", "add", p, "need", "--kind", "process",
+                                         "--text", "X", "--phase", act], 1, "must name a phase"),
     ]  # fmt: skip
     before = event_count(built.dev.home)
     results = vidda_parallel(*((built.dev.home, args) for _, args, _, _ in cases), check=False)
