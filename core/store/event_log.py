@@ -6,13 +6,16 @@ write lock is taken up front (no upgrade deadlocks between processes). The
 client log runs with `synchronous=FULL`: a committed event survives power
 loss.
 
-Ingest rules (DESIGN.md, "Local store"):
+Ingest rules (DESIGN.md, "Local store"; the per-chain work is in
+`core.store.ingest`):
 
 * an identical event already stored is a duplicate: a no-op, counted;
-* a different event for a stored (plan, device, seq), or one whose `prev`
-  is not the id of the stored event before it, is a **fork**: it is kept in
-  `evidence`, the chain is frozen, and it is reported;
-* events for a frozen chain are kept in `evidence` (quarantined), not applied;
+* a validly signed different event for a stored (plan, device, seq), two of
+  them in one batch, or one whose `prev` is not the id of the stored event
+  before it, is a **fork**: it is kept in `evidence`, the chain is frozen at
+  that seq (its linked prefix stays), and it is reported;
+* validly signed events for a frozen chain are kept in `evidence`
+  (quarantined), not applied; forgeries are rejected (`bad_signature`);
 * an event whose seq leaves a gap is rejected (`gap`): the sender still has
   it and will send the missing ones first;
 * signatures: fast path per linked segment (`core.events.verify`).
@@ -27,7 +30,6 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
 import aiosqlite
-import msgspec
 
 from core.events.bodies import Body
 from core.events.envelope import (
@@ -38,33 +40,19 @@ from core.events.envelope import (
     event_id,
     open_event,
     seal,
-    signature_ok,
 )
 from core.events.hlc import HybridClock, system_ms
 from core.events.ids import ZERO_HASH
-from core.events.verify import authentic_prefix
 from core.projections.plan_state import (
     PlanState,
 )
 from core.store import checkpoints
 from core.store.errors import StoreError
+from core.store.ingest import ingest_chain
+from core.store.ingest_report import IngestReport, Rejection
 from core.store.schema import PRAGMAS, SCHEMA, SCHEMA_VERSION
 
 Vector = dict[bytes, int]  # device key -> highest contiguous seq
-
-
-class Rejection(msgspec.Struct, frozen=True):
-    index: int  # position in the ingested batch
-    event: bytes | None  # event id, if the bytes could be parsed
-    reason: str  # stable code: malformed, bad_signature, fork, gap, frozen, ...
-    message: str
-
-
-class IngestReport(msgspec.Struct):
-    accepted: list[Event] = msgspec.field(default_factory=list)
-    duplicates: int = 0
-    rejected: list[Rejection] = msgspec.field(default_factory=list)
-    evidence: list[Rejection] = msgspec.field(default_factory=list)  # kept, not applied
 
 
 class EventLog:
@@ -300,7 +288,7 @@ class EventLog:
             await self._adopt_stored_clock(conn)
             rows = []
             for (plan, author), items in chains.items():
-                rows.extend(await self._ingest_chain(conn, plan, author, items, report))
+                rows.extend(await ingest_chain(self, conn, plan, author, items, report))
             if rows:
                 await conn.executemany(
                     "INSERT INTO events(plan_no, device_no, seq, hlc, raw) VALUES (?,?,?,?,?)",
@@ -317,119 +305,6 @@ class EventLog:
             await _set_meta(conn, "clock", self.clock.last.to_bytes(8, "big"))
         return report
 
-    async def _ingest_chain(
-        self,
-        conn: aiosqlite.Connection,
-        plan: bytes,
-        author: bytes,
-        items: list[tuple[int, Event]],
-        report: IngestReport,
-    ) -> list[tuple[int, int, int, int, bytes]]:
-        items.sort(key=lambda it: (it[1].env.seq, it[0]))
-        by_seq: dict[int, set[bytes]] = defaultdict(set)
-        for _, ev in items:
-            by_seq[ev.env.seq].add(ev.raw)
-        if any(len(raws) > 1 for raws in by_seq.values()):
-            # Two different events for one seq in one batch: only validly signed
-            # ones may count as a fork; a forgery must not freeze an honest chain.
-            kept = []
-            for index, ev in items:
-                if len(by_seq[ev.env.seq]) > 1 and not signature_ok(ev.raw, ev.env.author):
-                    report.rejected.append(
-                        Rejection(index, ev.id, "bad_signature", "signature does not verify")
-                    )
-                else:
-                    kept.append((index, ev))
-            items = kept
-        plan_no = await self._plan_no(plan)
-        dev_no = await self._device_no(author)
-        async with conn.execute(
-            "SELECT seq, raw FROM events WHERE plan_no=? AND device_no=? ORDER BY seq DESC LIMIT 1",
-            (plan_no, dev_no),
-        ) as cur:
-            row = await cur.fetchone()
-        head_seq, head_id = (int(row[0]), event_id(bytes(row[1]))) if row else (0, ZERO_HASH)
-        frozen = await self._frozen_at(plan_no, dev_no)
-        fresh: list[tuple[int, Event]] = []
-        seen_in_batch: dict[int, bytes] = {}
-        for index, ev in items:
-            seq = ev.env.seq
-            if seq in seen_in_batch:
-                if seen_in_batch[seq] == ev.raw:
-                    report.duplicates += 1
-                else:  # two validly signed events for one seq in one batch: a fork
-                    await self._keep_evidence(conn, plan_no, dev_no, ev, "fork", report, index)
-                    frozen = await self._freeze(conn, plan_no, dev_no, seq, "fork", frozen)
-                continue
-            seen_in_batch[seq] = ev.raw
-            if seq <= head_seq:
-                async with conn.execute(
-                    "SELECT raw FROM events WHERE plan_no=? AND device_no=? AND seq=?",
-                    (plan_no, dev_no, seq),
-                ) as cur:
-                    stored = await cur.fetchone()
-                if stored is not None and bytes(stored[0]) == ev.raw:
-                    report.duplicates += 1
-                    continue
-                if not _signature_checked(ev):
-                    report.rejected.append(
-                        Rejection(index, ev.id, "bad_signature", "signature does not verify")
-                    )
-                    continue
-                await self._keep_evidence(conn, plan_no, dev_no, ev, "fork", report, index)
-                frozen = await self._freeze(conn, plan_no, dev_no, seq, "fork", frozen)
-                continue
-            fresh.append((index, ev))
-        rows: list[tuple[int, int, int, int, bytes]] = []
-        expected_seq, expected_prev = head_seq + 1, head_id
-        run: list[tuple[int, Event]] = []
-        for pos, (index, ev) in enumerate(fresh):
-            seq = ev.env.seq
-            if frozen is not None and seq >= frozen:
-                # Quarantine only what the author really signed: forgeries must
-                # not fill the evidence table or plant evidence against a device.
-                if _signature_checked(ev):
-                    await self._keep_evidence(conn, plan_no, dev_no, ev, "frozen", report, index)
-                else:
-                    report.rejected.append(
-                        Rejection(index, ev.id, "bad_signature", "signature does not verify")
-                    )
-                continue
-            if seq != expected_seq:
-                _reject_rest(report, fresh[pos:], f"this log has up to {expected_seq - 1}")
-                break
-            if ev.env.prev != expected_prev:
-                if run and authentic_prefix([e for _, e in run], head_id) < len(run):
-                    # The link breaks against an event of this batch that is itself
-                    # not authentic (damaged on the way): no evidence of a fork. The
-                    # rest of the chain waits for an undamaged copy.
-                    _reject_rest(
-                        report, fresh[pos:], "it follows an event that failed verification"
-                    )
-                    break
-                if not _signature_checked(ev):
-                    report.rejected.append(
-                        Rejection(index, ev.id, "bad_signature", "signature does not verify")
-                    )
-                    _reject_rest(report, fresh[pos + 1 :], "it follows a rejected event")
-                    break
-                await self._keep_evidence(conn, plan_no, dev_no, ev, "fork", report, index)
-                frozen = await self._freeze(conn, plan_no, dev_no, seq, "fork", frozen)
-                continue
-            run.append((index, ev))
-            expected_seq, expected_prev = seq + 1, ev.id
-        if run:
-            events = [ev for _, ev in run]
-            good = authentic_prefix(events, head_id)
-            for _index, ev in run[:good]:
-                report.accepted.append(ev)
-                rows.append((plan_no, dev_no, ev.env.seq, ev.env.hlc, ev.raw))
-            for index, ev in run[good:]:
-                report.rejected.append(
-                    Rejection(index, ev.id, "bad_signature", "signature does not verify")
-                )
-        return rows
-
     async def _adopt_stored_clock(self, conn: aiosqlite.Connection) -> None:
         """Another process sharing this file may have moved the clock on: never
         issue or store a timestamp below what the file already holds."""
@@ -443,48 +318,6 @@ class EventLog:
         ) as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else None
-
-    async def _freeze(
-        self,
-        conn: aiosqlite.Connection,
-        plan_no: int,
-        dev_no: int,
-        seq: int,
-        reason: str,
-        frozen: int | None,
-    ) -> int:
-        if frozen is not None:
-            return frozen
-        await conn.execute(
-            "INSERT OR IGNORE INTO frozen_chains(plan_no, device_no, at_seq, reason, since) "
-            "VALUES (?,?,?,?,?)",
-            (plan_no, dev_no, seq, reason, self._now_ms()),
-        )
-        return seq
-
-    async def _keep_evidence(
-        self,
-        conn: aiosqlite.Connection,
-        plan_no: int,
-        dev_no: int,
-        ev: Event,
-        reason: str,
-        report: IngestReport,
-        index: int,
-    ) -> None:
-        detail = {
-            "fork": f"a different event for seq {ev.env.seq} or a broken prev link",
-            "frozen": "the author's chain is frozen after a fork; quarantined",
-        }[reason]
-        cur = await conn.execute(
-            "INSERT OR IGNORE INTO evidence(plan_no, device_no, seq, reason, detail, raw, received)"
-            " VALUES (?,?,?,?,?,?,?)",
-            (plan_no, dev_no, ev.env.seq, reason, detail, ev.raw, self._now_ms()),
-        )
-        if cur.rowcount:
-            report.evidence.append(Rejection(index, ev.id, reason, detail))
-        else:
-            report.duplicates += 1
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -631,16 +464,6 @@ class EventLog:
     async def load_state(self, plan: bytes, *, checkpoint: bool = True) -> PlanState:
         """The plan's current state: latest checkpoint plus the events after it."""
         return await checkpoints.load_state(self, plan, checkpoint=checkpoint)
-
-
-def _reject_rest(report: IngestReport, items: list[tuple[int, Event]], why: str) -> None:
-    """Report the rest of a chain's batch as `gap`: the sender still has them."""
-    for index, ev in items:
-        report.rejected.append(Rejection(index, ev.id, "gap", f"seq {ev.env.seq}: {why}"))
-
-
-def _signature_checked(ev: Event) -> bool:
-    return signature_ok(ev.raw, ev.env.author)
 
 
 def _split_sql(script: str) -> list[str]:

@@ -1,0 +1,190 @@
+"""Ingest of one chain's events: duplicates, forks, frozen chains, gaps, signatures.
+
+`EventLog.ingest` groups a batch by (plan, author) and calls `ingest_chain`
+for each inside its write transaction. The rules are in the event log's
+module docstring (and docs/decisions.md); every event ends up accepted,
+counted as a duplicate, kept as evidence or rejected with a reason.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+import aiosqlite
+
+from core.events.envelope import Event, event_id, signature_ok
+from core.events.ids import ZERO_HASH
+from core.events.verify import authentic_prefix
+from core.store.ingest_report import IngestReport, Rejection
+
+if TYPE_CHECKING:
+    from core.store.event_log import EventLog
+
+Row = tuple[int, int, int, int, bytes]
+
+
+async def ingest_chain(
+    log: EventLog,
+    conn: aiosqlite.Connection,
+    plan: bytes,
+    author: bytes,
+    items: list[tuple[int, Event]],
+    report: IngestReport,
+) -> list[tuple[int, int, int, int, bytes]]:
+    items.sort(key=lambda it: (it[1].env.seq, it[0]))
+    by_seq: dict[int, set[bytes]] = defaultdict(set)
+    for _, ev in items:
+        by_seq[ev.env.seq].add(ev.raw)
+    if any(len(raws) > 1 for raws in by_seq.values()):
+        # Two different events for one seq in one batch: only validly signed
+        # ones may count as a fork; a forgery must not freeze an honest chain.
+        kept = []
+        for index, ev in items:
+            if len(by_seq[ev.env.seq]) > 1 and not signature_ok(ev.raw, ev.env.author):
+                report.rejected.append(
+                    Rejection(index, ev.id, "bad_signature", "signature does not verify")
+                )
+            else:
+                kept.append((index, ev))
+        items = kept
+    plan_no = await log._plan_no(plan)
+    dev_no = await log._device_no(author)
+    async with conn.execute(
+        "SELECT seq, raw FROM events WHERE plan_no=? AND device_no=? ORDER BY seq DESC LIMIT 1",
+        (plan_no, dev_no),
+    ) as cur:
+        row = await cur.fetchone()
+    head_seq, head_id = (int(row[0]), event_id(bytes(row[1]))) if row else (0, ZERO_HASH)
+    frozen = await log._frozen_at(plan_no, dev_no)
+    fresh: list[tuple[int, Event]] = []
+    seen_in_batch: dict[int, bytes] = {}
+    for index, ev in items:
+        seq = ev.env.seq
+        if seq in seen_in_batch:
+            if seen_in_batch[seq] == ev.raw:
+                report.duplicates += 1
+            else:  # two validly signed events for one seq in one batch: a fork
+                await keep_evidence(log, conn, plan_no, dev_no, ev, "fork", report, index)
+                frozen = await freeze(log, conn, plan_no, dev_no, seq, "fork", frozen)
+            continue
+        seen_in_batch[seq] = ev.raw
+        if seq <= head_seq:
+            async with conn.execute(
+                "SELECT raw FROM events WHERE plan_no=? AND device_no=? AND seq=?",
+                (plan_no, dev_no, seq),
+            ) as cur:
+                stored = await cur.fetchone()
+            if stored is not None and bytes(stored[0]) == ev.raw:
+                report.duplicates += 1
+                continue
+            if not _signature_checked(ev):
+                report.rejected.append(
+                    Rejection(index, ev.id, "bad_signature", "signature does not verify")
+                )
+                continue
+            await keep_evidence(log, conn, plan_no, dev_no, ev, "fork", report, index)
+            frozen = await freeze(log, conn, plan_no, dev_no, seq, "fork", frozen)
+            continue
+        fresh.append((index, ev))
+    rows: list[tuple[int, int, int, int, bytes]] = []
+    expected_seq, expected_prev = head_seq + 1, head_id
+    run: list[tuple[int, Event]] = []
+    for pos, (index, ev) in enumerate(fresh):
+        seq = ev.env.seq
+        if frozen is not None and seq >= frozen:
+            # Quarantine only what the author really signed: forgeries must
+            # not fill the evidence table or plant evidence against a device.
+            if _signature_checked(ev):
+                await keep_evidence(log, conn, plan_no, dev_no, ev, "frozen", report, index)
+            else:
+                report.rejected.append(
+                    Rejection(index, ev.id, "bad_signature", "signature does not verify")
+                )
+            continue
+        if seq != expected_seq:
+            _reject_rest(report, fresh[pos:], f"this log has up to {expected_seq - 1}")
+            break
+        if ev.env.prev != expected_prev:
+            if run and authentic_prefix([e for _, e in run], head_id) < len(run):
+                # The link breaks against an event of this batch that is itself
+                # not authentic (damaged on the way): no evidence of a fork. The
+                # rest of the chain waits for an undamaged copy.
+                _reject_rest(report, fresh[pos:], "it follows an event that failed verification")
+                break
+            if not _signature_checked(ev):
+                report.rejected.append(
+                    Rejection(index, ev.id, "bad_signature", "signature does not verify")
+                )
+                _reject_rest(report, fresh[pos + 1 :], "it follows a rejected event")
+                break
+            await keep_evidence(log, conn, plan_no, dev_no, ev, "fork", report, index)
+            frozen = await freeze(log, conn, plan_no, dev_no, seq, "fork", frozen)
+            continue
+        run.append((index, ev))
+        expected_seq, expected_prev = seq + 1, ev.id
+    if run:
+        events = [ev for _, ev in run]
+        good = authentic_prefix(events, head_id)
+        for _index, ev in run[:good]:
+            report.accepted.append(ev)
+            rows.append((plan_no, dev_no, ev.env.seq, ev.env.hlc, ev.raw))
+        for index, ev in run[good:]:
+            report.rejected.append(
+                Rejection(index, ev.id, "bad_signature", "signature does not verify")
+            )
+    return rows
+
+
+async def freeze(
+    log: EventLog,
+    conn: aiosqlite.Connection,
+    plan_no: int,
+    dev_no: int,
+    seq: int,
+    reason: str,
+    frozen: int | None,
+) -> int:
+    if frozen is not None:
+        return frozen
+    await conn.execute(
+        "INSERT OR IGNORE INTO frozen_chains(plan_no, device_no, at_seq, reason, since) "
+        "VALUES (?,?,?,?,?)",
+        (plan_no, dev_no, seq, reason, log._now_ms()),
+    )
+    return seq
+
+
+async def keep_evidence(
+    log: EventLog,
+    conn: aiosqlite.Connection,
+    plan_no: int,
+    dev_no: int,
+    ev: Event,
+    reason: str,
+    report: IngestReport,
+    index: int,
+) -> None:
+    detail = {
+        "fork": f"a different event for seq {ev.env.seq} or a broken prev link",
+        "frozen": "the author's chain is frozen after a fork; quarantined",
+    }[reason]
+    cur = await conn.execute(
+        "INSERT OR IGNORE INTO evidence(plan_no, device_no, seq, reason, detail, raw, received)"
+        " VALUES (?,?,?,?,?,?,?)",
+        (plan_no, dev_no, ev.env.seq, reason, detail, ev.raw, log._now_ms()),
+    )
+    if cur.rowcount:
+        report.evidence.append(Rejection(index, ev.id, reason, detail))
+    else:
+        report.duplicates += 1
+
+
+def _reject_rest(report: IngestReport, items: list[tuple[int, Event]], why: str) -> None:
+    """Report the rest of a chain's batch as `gap`: the sender still has them."""
+    for index, ev in items:
+        report.rejected.append(Rejection(index, ev.id, "gap", f"seq {ev.env.seq}: {why}"))
+
+
+def _signature_checked(ev: Event) -> bool:
+    return signature_ok(ev.raw, ev.env.author)

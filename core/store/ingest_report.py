@@ -1,0 +1,21 @@
+"""What an ingest did with each event of a batch."""
+
+from __future__ import annotations
+
+import msgspec
+
+from core.events.envelope import Event
+
+
+class Rejection(msgspec.Struct, frozen=True):
+    index: int  # position in the ingested batch
+    event: bytes | None  # event id, if the bytes could be parsed
+    reason: str  # stable code: malformed, bad_signature, fork, gap, frozen, ...
+    message: str
+
+
+class IngestReport(msgspec.Struct):
+    accepted: list[Event] = msgspec.field(default_factory=list)
+    duplicates: int = 0
+    rejected: list[Rejection] = msgspec.field(default_factory=list)
+    evidence: list[Rejection] = msgspec.field(default_factory=list)  # kept, not applied
