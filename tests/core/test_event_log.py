@@ -307,3 +307,35 @@ async def test_clock_is_shared_by_processes_on_one_file(tmp_path: Path) -> None:
     await one.ingest([theirs.raw])
     (mine,) = await two.append(key, plan, [b.PlanDetailsRevised(title="B", replaces=[theirs.id])])
     assert mine.env.hlc > theirs.env.hlc
+
+
+async def test_every_event_of_a_batch_ends_up_in_the_report(tmp_path: Path) -> None:
+    log = await open_log(tmp_path / "a.db")
+    plan = new_uuid7()
+    dev = Replica(WS, plan)
+    e1, e2, e3 = dev.make(
+        b.PlanCreated(title="A", municipality="A"),
+        b.PlanDetailsRevised(title="B"),
+        b.PlanDetailsRevised(title="C"),
+    )
+    await log.ingest([e1.raw])
+    broken = seal(
+        Replica(WS, plan).key,
+        workspace=WS,
+        plan=plan,
+        seq=2,
+        prev=bytes(32),
+        hlc=9,
+        body=b.PlanDetailsRevised(title="X"),
+    )
+    claimed = bytearray(broken.raw)
+    start = claimed.index(broken.env.author)
+    claimed[start : start + 32] = dev.device  # bad link and a signature that cannot verify
+    report = await log.ingest([bytes(claimed), e3.raw, e2.raw])
+    indexes = sorted(r.index for r in report.rejected + report.evidence) + [
+        i
+        for i, raw in enumerate([bytes(claimed), e3.raw, e2.raw])
+        if any(e.raw == raw for e in report.accepted)
+    ]
+    assert sorted(indexes) == [0, 1, 2]
+    await log.close()
