@@ -258,7 +258,8 @@ async def as_of_key(log: EventLog, plan: bytes, spec: str) -> Key:
     """The time-line key for `--as-of`: an event id (prefix) means that event
     and everything before it; an ISO time means every event stamped at or
     before it."""
-    if re.fullmatch(r"[0-9a-fA-F]{4,64}", spec) and not re.fullmatch(r"\d{4}", spec):
+    looks_like_date = re.fullmatch(r"\d{4}|\d{8}", spec) is not None  # 2021, 20210128
+    if re.fullmatch(r"[0-9a-fA-F]{4,64}", spec) and not looks_like_date:
         events = await log.events_with_id_prefix(plan, spec)
         try:
             target = resolve_prefix(spec, [e.id for e in events], "event")
