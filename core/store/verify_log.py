@@ -9,6 +9,8 @@ each chain.
 
 from __future__ import annotations
 
+import zlib
+
 import msgspec
 
 from core.events.envelope import Event, EventError, event_id, open_event
@@ -19,10 +21,10 @@ from core.projections.plan_state import (
     SnapshotMismatch,
     canonical_bytes,
     evolve,
-    restore,
 )
 from core.projections.plan_view import view
 from core.store.event_log import EventLog
+from core.store.time_travel import unpack_checkpoint
 
 
 class ChainProblem(msgspec.Struct, frozen=True):
@@ -142,6 +144,6 @@ async def _check_caches(log: EventLog) -> list[str]:
 
 def _restore_or_none(blob: bytes) -> PlanState | None:
     try:
-        return restore(blob)
-    except (SnapshotMismatch, msgspec.DecodeError, msgspec.ValidationError):
+        return unpack_checkpoint(blob)
+    except (SnapshotMismatch, msgspec.DecodeError, msgspec.ValidationError, zlib.error):
         return None
