@@ -86,7 +86,3 @@ class HybridClock:
         if remote > self.last:
             self.last = remote
         return True
-
-    def is_skewed(self, remote: int, now_ms: int | None = None) -> bool:
-        ms = system_ms() if now_ms is None else now_ms
-        return wall_ms(remote) > ms + self.max_drift_ms

@@ -162,14 +162,6 @@ def canonical_bytes(state: PlanState) -> bytes:
     return _encoder.encode(state.canonical())
 
 
-def _entity(state: PlanState, kind: str, entity_id: bytes) -> EntityState:
-    key = (kind, entity_id)
-    ent = state.entities.get(key)
-    if ent is None:
-        ent = state.entities[key] = EntityState(kind, entity_id)
-    return ent
-
-
 def evolve(state: PlanState, event: Event) -> PlanState:
     """Fold one event into `state` (in place) and return it.
 

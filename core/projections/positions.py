@@ -36,16 +36,6 @@ def key_between(before: str | None, after: str | None) -> str:
     return _midpoint(a, after)
 
 
-def keys_for(count: int) -> list[str]:
-    """`count` increasing keys spread over the whole range (for templates)."""
-    out: list[str] = []
-    prev: str | None = None
-    for _ in range(count):
-        prev = key_between(prev, None)
-        out.append(prev)
-    return out
-
-
 def spread(count: int) -> list[str]:
     """`count` increasing single- or double-digit keys, evenly spaced."""
     base = len(DIGITS)

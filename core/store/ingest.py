@@ -78,7 +78,7 @@ async def ingest_chain(
             if stored is not None and bytes(stored[0]) == ev.raw:
                 report.duplicates += 1
                 continue
-            if not _signature_checked(ev):
+            if not signature_ok(ev.raw, ev.env.author):
                 report.rejected.append(
                     Rejection(index, ev.id, "bad_signature", "signature does not verify")
                 )
@@ -95,7 +95,7 @@ async def ingest_chain(
         if frozen is not None and seq >= frozen:
             # Quarantine only what the author really signed: forgeries must
             # not fill the evidence table or plant evidence against a device.
-            if _signature_checked(ev):
+            if signature_ok(ev.raw, ev.env.author):
                 await keep_evidence(log, conn, plan_no, dev_no, ev, "frozen", report, index)
             else:
                 report.rejected.append(
@@ -112,7 +112,7 @@ async def ingest_chain(
                 # rest of the chain waits for an undamaged copy.
                 _reject_rest(report, fresh[pos:], "it follows an event that failed verification")
                 break
-            if not _signature_checked(ev):
+            if not signature_ok(ev.raw, ev.env.author):
                 report.rejected.append(
                     Rejection(index, ev.id, "bad_signature", "signature does not verify")
                 )
@@ -184,7 +184,3 @@ def _reject_rest(report: IngestReport, items: list[tuple[int, Event]], why: str)
     """Report the rest of a chain's batch as `gap`: the sender still has them."""
     for index, ev in items:
         report.rejected.append(Rejection(index, ev.id, "gap", f"seq {ev.env.seq}: {why}"))
-
-
-def _signature_checked(ev: Event) -> bool:
-    return signature_ok(ev.raw, ev.env.author)

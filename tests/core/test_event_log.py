@@ -25,6 +25,18 @@ WS = new_uuid7()
 _open: list[EventLog] = []
 
 
+def three_event_chain():
+    """A fresh plan and a device that made seq 1-3 of it."""
+    plan = new_uuid7()
+    dev = Replica(WS, plan)
+    events = dev.make(
+        b.PlanCreated(title="A", municipality="A"),
+        b.PlanDetailsRevised(title="B"),
+        b.PlanDetailsRevised(title="C"),
+    )
+    return plan, dev, tuple(events)
+
+
 async def open_log(path: Path, **kw: object) -> EventLog:
     log = await EventLog.open(path, workspace=WS, **kw)  # type: ignore[arg-type]
     _open.append(log)
@@ -119,13 +131,7 @@ async def test_fork_is_kept_as_evidence_and_freezes_the_chain(tmp_path: Path) ->
 
 async def test_broken_prev_link_is_a_fork_and_a_gap_is_rejected(tmp_path: Path) -> None:
     log = await open_log(tmp_path / "a.db")
-    plan = new_uuid7()
-    dev = Replica(WS, plan)
-    e1, _e2, e3 = dev.make(
-        b.PlanCreated(title="A", municipality="A"),
-        b.PlanDetailsRevised(title="B"),
-        b.PlanDetailsRevised(title="C"),
-    )
+    plan, dev, (e1, _e2, e3) = three_event_chain()
     gap = await log.ingest([e1.raw, e3.raw])
     assert len(gap.accepted) == 1 and [r.reason for r in gap.rejected] == ["gap"]
     bad = seal(
@@ -273,13 +279,7 @@ async def test_review_findings_stay_fixed(tmp_path: Path) -> None:
     forgeries for a frozen chain are rejected, not kept as evidence; a broken,
     badly signed link reports the rest of the chain instead of dropping it."""
     log = await open_log(tmp_path / "a.db")
-    plan = new_uuid7()
-    dev = Replica(WS, plan)
-    e1, e2, e3 = dev.make(
-        b.PlanCreated(title="A", municipality="A"),
-        b.PlanDetailsRevised(title="B"),
-        b.PlanDetailsRevised(title="C"),
-    )
+    plan, dev, (e1, e2, e3) = three_event_chain()
     twin = Replica(WS, plan)
     twin.key, twin.seq, twin.prev = dev.key, 2, e2.id
     (e3x,) = twin.make(b.PlanDetailsRevised(title="C'"))
@@ -311,13 +311,7 @@ async def test_clock_is_shared_by_processes_on_one_file(tmp_path: Path) -> None:
 
 async def test_every_event_of_a_batch_ends_up_in_the_report(tmp_path: Path) -> None:
     log = await open_log(tmp_path / "a.db")
-    plan = new_uuid7()
-    dev = Replica(WS, plan)
-    e1, e2, e3 = dev.make(
-        b.PlanCreated(title="A", municipality="A"),
-        b.PlanDetailsRevised(title="B"),
-        b.PlanDetailsRevised(title="C"),
-    )
+    plan, dev, (e1, e2, e3) = three_event_chain()
     await log.ingest([e1.raw])
     broken = seal(
         Replica(WS, plan).key,
