@@ -85,7 +85,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     known = plan_ids(b.first)
 
     def ref(hex_id: str) -> str:
-        pfx = unique_prefix(hex_id, known)
+        # UUIDv7 ids start with the millisecond clock: entities that other
+        # commands create at the same moment (the parallel steps below) share
+        # the first ~12 digits, so a prefix unique *now* needs room past them.
+        pfx = unique_prefix(hex_id, known, minimum=16)
         assert len(pfx) < len(hex_id)
         return pfx
 
