@@ -254,11 +254,21 @@ async def cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _is_iso(spec: str) -> bool:
+    """True for a valid ISO date or time such as 20210128 (an event prefix
+    may be all digits too: 00863392 is no date, so it is an event)."""
+    try:
+        from_iso(spec)
+    except ValueError:
+        return False
+    return True
+
+
 async def as_of_key(log: EventLog, plan: bytes, spec: str) -> Key:
     """The time-line key for `--as-of`: an event id (prefix) means that event
     and everything before it; an ISO time means every event stamped at or
     before it."""
-    looks_like_date = re.fullmatch(r"\d{4}|\d{8}", spec) is not None  # 2021, 20210128
+    looks_like_date = re.fullmatch(r"\d{4}|\d{8}", spec) is not None and _is_iso(spec)
     if re.fullmatch(r"[0-9a-fA-F]{4,64}", spec) and not looks_like_date:
         events = await log.events_with_id_prefix(plan, spec)
         try:

@@ -2,7 +2,10 @@
 
 from pathlib import Path
 
+import msgspec
+
 from core.commands import edits
+from core.events.envelope import Event
 from core.events.hlc import from_iso
 from core.events.ids import new_uuid7
 from core.identity.keyfile import DeviceKey
@@ -19,5 +22,25 @@ async def test_dates_are_dates_and_hex_is_an_event(tmp_path: Path) -> None:
         assert await as_of_key(log, plan, "20210128") == key_at_time(from_iso("20210128") | 0xFFFF)
         target = events[3]
         assert await as_of_key(log, plan, target.id.hex()[:12]) == key_of(target)
+    finally:
+        await log.close()
+
+
+async def test_an_all_digit_event_prefix_that_is_no_date_is_an_event(tmp_path: Path) -> None:
+    """About 2 % of 8-digit event prefixes are all digits (00863392): those
+    that are no date must still find their event."""
+    log = await EventLog.open(tmp_path / "a.db", workspace=new_uuid7())
+    try:
+        plan, bodies = edits.new_plan(title="Grue", municipality="Grue")
+        events = await log.append(DeviceKey.generate(), plan, bodies)
+        target = msgspec.structs.replace(
+            events[2], id=bytes.fromhex("00863392" + events[2].id.hex()[8:])
+        )
+
+        async def with_prefix(plan_: bytes, prefix: str) -> list[Event]:
+            return [target] if target.id.hex().startswith(prefix) else []
+
+        log.events_with_id_prefix = with_prefix  # type: ignore[method-assign]
+        assert await as_of_key(log, plan, "00863392") == key_of(target)
     finally:
         await log.close()
