@@ -47,7 +47,7 @@ def register(sub: Any) -> None:
 
 async def _plans(log: EventLog, prefixes: list[str]) -> list[bytes]:
     if not prefixes:
-        return [p for p, _ in await log.plans()]
+        return [p for p, _ in await log.plans(membership=True)]
     return [await resolve_plan(log, p) for p in prefixes]
 
 

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import platformdirs
 
+from core.events.bodies import MemberAdded
 from core.events.ids import new_uuid7, parse_hex
 from core.identity.keyfile import DeviceKey, KeyFileError, load_key, save_key
+from core.identity.membership import Membership
 from core.identity.profile import Profile, load_profile, save_profile
 from core.store.event_log import EventLog
 
@@ -96,7 +98,16 @@ class Home:
             created=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         log = await EventLog.open(self.db_path, workspace=ws)
-        await log.close()
+        try:
+            if not workspace:
+                # A new workspace: this device is its first admin, and says so
+                # in the workspace's signed membership log.
+                prof.admins = [key.public_key.hex()]
+                await log.append(
+                    key, ws, [MemberAdded(device=key.public_key, name=person, role="owner")]
+                )
+        finally:
+            await log.close()
         save_profile(self.profile_path, prof)
         self._key = key
         return prof
@@ -111,6 +122,15 @@ class Home:
             if self._key.public_key.hex() != self.profile().device:
                 raise HomeError("device.key does not belong to this profile")
         return self._key
+
+    def save_profile(self, profile: Profile) -> None:
+        save_profile(self.profile_path, profile)
+
+    async def membership(self, log: EventLog) -> Membership:
+        """The workspace's members as this device's log knows them."""
+        prof = self.profile()
+        admins = [bytes.fromhex(a) for a in prof.admins]
+        return Membership.of(log.workspace, admins, await log.events(log.workspace))
 
     async def open_log(self) -> EventLog:
         prof = self.profile()

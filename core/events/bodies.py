@@ -22,7 +22,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from core.events.ids import EventId, Uuid
+from core.events.ids import DeviceKey, EventId, Uuid
 from core.events.limits import (
     MAX_LIST,
     MAX_REPLACES,
@@ -97,7 +97,7 @@ DecisionBody = Literal[
 ]
 
 
-ROLE_EDIT, ROLE_REMOVAL, ROLE_RESOLUTION, ROLE_UNKNOWN = 0, 1, 2, 3
+ROLE_EDIT, ROLE_REMOVAL, ROLE_RESOLUTION, ROLE_UNKNOWN, ROLE_MEMBERSHIP = 0, 1, 2, 3, 4
 _NO_IDS: list[bytes] = []
 
 
@@ -523,6 +523,45 @@ class ConflictResolved(Body, frozen=True):
         return [(self.field, self.value)]
 
 
+# --- the workspace's membership log ------------------------------------------------------
+#
+# Membership is a signed log like every plan: its events live in the log whose
+# plan id is the workspace id, and only the workspace's admin keys may sign
+# them (core.identity.membership folds them; the plan fold skips them).
+
+MemberRole = Literal["owner", "editor", "viewer"]
+
+
+class Cutoff(msgspec.Struct, frozen=True, array_like=True):
+    """The last valid seq of a revoked device's chain in one plan."""
+
+    plan: Uuid
+    seq: Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+
+
+class MemberAdded(Body, frozen=True):
+    """Enrols a device, or changes its person name, role or plans."""
+
+    ROLE = ROLE_MEMBERSHIP
+    device: DeviceKey
+    name: ShortText
+    role: MemberRole
+    plans: Annotated[list[Uuid], msgspec.Meta(max_length=MAX_LIST)] = []  # empty: every plan
+
+
+class MemberRevoked(Body, frozen=True):
+    """Cuts a device off. `cutoffs`: the last seq of each of its chains the
+    revoking replica held; the server extends them to what it holds when the
+    revocation arrives. Later events from the device are quarantined."""
+
+    ROLE = ROLE_MEMBERSHIP
+    device: DeviceKey
+    cutoffs: Annotated[list[Cutoff], msgspec.Meta(max_length=1_000)] = []
+
+
+MEMBERSHIP_TYPES: tuple[type[Body], ...] = (MemberAdded, MemberRevoked)
+
+
 BODY_TYPES: tuple[type[Body], ...] = (
     PlanCreated,
     PlanDetailsRevised,
@@ -586,4 +625,4 @@ def type_tag(cls: type[Body]) -> str:
     return cls.__name__
 
 
-BODY_BY_TAG: dict[str, type[Body]] = {type_tag(cls): cls for cls in BODY_TYPES}
+BODY_BY_TAG: dict[str, type[Body]] = {type_tag(cls): cls for cls in BODY_TYPES + MEMBERSHIP_TYPES}

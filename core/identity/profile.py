@@ -14,7 +14,8 @@ class Profile(msgspec.Struct, kw_only=True):
     device: str  # hex Ed25519 public key
     name: str  # display name of the person behind the device
     created: str  # ISO time
-    server_url: str | None = None
+    server_url: str | None = None  # remembered by `vidda sync --server URL`
+    admins: list[str] = []  # the workspace's admin device keys (hex), as last learned
 
 
 class ProfileError(Exception):

@@ -36,6 +36,7 @@ from typing import Any, cast
 import msgspec
 
 from core.events.bodies import (
+    ROLE_MEMBERSHIP,
     ROLE_REMOVAL,
     ROLE_RESOLUTION,
     ROLE_UNKNOWN,
@@ -180,6 +181,9 @@ def evolve(state: PlanState, event: Event) -> PlanState:
     if role == ROLE_UNKNOWN:
         body = cast(UnknownBody, body)
         state.skipped[body.type] = state.skipped.get(body.type, 0) + 1
+        return state
+    if role == ROLE_MEMBERSHIP:  # the workspace's membership log, not a plan's
+        state.skipped[event.env.type] = state.skipped.get(event.env.type, 0) + 1
         return state
     body = cast(Body, body)
     env = event.env

@@ -26,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -40,6 +41,7 @@ from core.events.envelope import (
     event_id,
     open_event,
     seal,
+    signature_ok,
 )
 from core.events.hlc import HybridClock, system_ms
 from core.events.ids import ZERO_HASH
@@ -48,11 +50,12 @@ from core.projections.plan_state import (
 )
 from core.store import checkpoints
 from core.store.errors import StoreError
-from core.store.ingest import ingest_chain
+from core.store.ingest import ingest_chain, keep_evidence
 from core.store.ingest_report import IngestReport, Rejection
 from core.store.schema import PRAGMAS, SCHEMA, SCHEMA_VERSION
 
 Vector = dict[bytes, int]  # device key -> highest contiguous seq
+Statement = tuple[str, tuple[object, ...]]  # SQL and its parameters
 
 
 class EventLog:
@@ -305,6 +308,48 @@ class EventLog:
             await _set_meta(conn, "clock", self.clock.last.to_bytes(8, "big"))
         return report
 
+    async def record(self, statements: Sequence[Statement]) -> None:
+        """Commit bookkeeping statements (sync cursors, acks) in one transaction.
+        Only the derived and bookkeeping tables accept them: triggers keep
+        events and evidence append-only."""
+        async with self._tx() as conn:
+            for sql, params in statements:
+                await conn.execute(sql, params)
+
+    async def quarantine(self, events: Iterable[Event], reason: str) -> IngestReport:
+        """Keep authentic events as evidence without applying them (a revoked
+        author's later events); forgeries are rejected, never kept."""
+        report = IngestReport()
+        async with self._tx() as conn:
+            for index, ev in enumerate(events):
+                if not signature_ok(ev.raw, ev.env.author):
+                    report.rejected.append(
+                        Rejection(index, ev.id, "bad_signature", "signature does not verify")
+                    )
+                    continue
+                plan_no = await self._plan_no(ev.env.plan)
+                dev_no = await self._device_no(ev.env.author)
+                await keep_evidence(self, conn, plan_no, dev_no, ev, reason, report, index)
+        return report
+
+    async def fetch(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        """A read-only query on the bookkeeping tables (sync state)."""
+        rows = await self._conn.execute_fetchall(sql, params)
+        return [tuple(r) for r in rows]
+
+    async def top_rx(self) -> int:
+        """The highest receive position in the log (0 when empty)."""
+        rows = await self._conn.execute_fetchall("SELECT max(rx) FROM events")
+        value = next(iter(rows))[0]
+        return int(value) if value is not None else 0
+
+    async def since(self, after_rx: int) -> list[tuple[int, bytes, bytes]]:
+        """(rx, plan, raw) of every event received after `after_rx`, in order."""
+        rows = await self._conn.execute_fetchall(
+            "SELECT rx, plan_no, raw FROM events WHERE rx>? ORDER BY rx", (after_rx,)
+        )
+        return [(int(rx), await self._plan_of(int(p)), bytes(raw)) for rx, p, raw in rows]
+
     async def _adopt_stored_clock(self, conn: aiosqlite.Connection) -> None:
         """Another process sharing this file may have moved the clock on: never
         issue or store a timestamp below what the file already holds."""
@@ -321,13 +366,16 @@ class EventLog:
 
     # --- reading ---------------------------------------------------------------------------
 
-    async def plans(self) -> list[tuple[bytes, int]]:
-        """(plan id, event count) for every plan in the log, oldest plan first."""
+    async def plans(self, *, membership: bool = False) -> list[tuple[bytes, int]]:
+        """(plan id, event count) for every plan in the log, oldest plan first.
+        The workspace's membership log (plan id = workspace id) is left out
+        unless `membership`."""
         async with self._conn.execute(
             "SELECT p.plan_id, count(e.rx) FROM plans p LEFT JOIN events e USING (plan_no) "
             "GROUP BY p.plan_no ORDER BY p.plan_no"
         ) as cur:
-            return [(bytes(pid), int(n)) for pid, n in await cur.fetchall() if n]
+            rows = [(bytes(pid), int(n)) for pid, n in await cur.fetchall() if n]
+        return [r for r in rows if membership or r[0] != self.workspace]
 
     async def vector(self, plan: bytes) -> Vector:
         """{device: highest seq} of `plan`; chains are contiguous, so this is
@@ -342,17 +390,26 @@ class EventLog:
         return {await self._key_of(d): int(s) for d, s in rows}
 
     async def lacking(
-        self, plan: bytes, theirs: Vector, *, max_count: int = 1000, max_bytes: int = 1 << 20
+        self,
+        plan: bytes,
+        theirs: Vector,
+        *,
+        max_count: int = 1000,
+        max_bytes: int = 1 << 20,
+        only: bytes | None = None,
     ) -> AsyncIterator[list[bytes]]:
         """What the other side lacks, given its vector: batches of raw events,
         each at most `max_count` events / about `max_bytes`, oldest first per
-        chain. The one query path for bundles and sync."""
+        chain (only the chain of device `only`, if given). The one query path
+        for bundles and sync."""
         plan_no = await self._known_plan_no(plan)
         if plan_no is None:
             return
         batch: list[bytes] = []
         size = 0
         for device, ours in sorted((await self.vector(plan)).items()):
+            if only is not None and device != only:
+                continue
             after = theirs.get(device, 0)
             if ours <= after:
                 continue
@@ -377,8 +434,11 @@ class EventLog:
         if batch:
             yield batch
 
-    async def raw_events(self, plan: bytes, after_rx: int = 0) -> list[tuple[int, bytes]]:
-        """(rx, raw) of `plan`'s events in this log's receive order."""
+    async def raw_events(
+        self, plan: bytes, after_rx: int = 0, *, upto_rx: int | None = None, limit: int = -1
+    ) -> list[tuple[int, bytes]]:
+        """(rx, raw) of `plan`'s events in this log's receive order, after
+        `after_rx` (and up to `upto_rx`), at most `limit` of them."""
         plan_no = await self._known_plan_no(plan)
         if plan_no is None:
             return []
@@ -386,8 +446,8 @@ class EventLog:
         # plan_no, SQLite would scan the whole plan and sort it, even for an
         # empty tail.
         rows = await self._conn.execute_fetchall(
-            "SELECT rx, raw FROM events WHERE +plan_no=? AND rx>? ORDER BY rx",
-            (plan_no, after_rx),
+            "SELECT rx, raw FROM events WHERE +plan_no=? AND rx>? AND rx<=? ORDER BY rx LIMIT ?",
+            (plan_no, after_rx, upto_rx if upto_rx is not None else 2**62, limit),
         )
         return [(int(rx), bytes(raw)) for rx, raw in rows]
 

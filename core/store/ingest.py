@@ -168,6 +168,7 @@ async def keep_evidence(
     detail = {
         "fork": f"a different event for seq {ev.env.seq} or a broken prev link",
         "frozen": "the author's chain is frozen after a fork; quarantined",
+        "revoked": "written after the author's membership was revoked; quarantined",
     }[reason]
     cur = await conn.execute(
         "INSERT OR IGNORE INTO evidence(plan_no, device_no, seq, reason, detail, raw, received)"

@@ -90,6 +90,35 @@ CREATE TABLE IF NOT EXISTS timeline_checkpoints (
     PRIMARY KEY (plan_no, events)
 );
 
+-- Sync bookkeeping of a client (core.replication.client): per server and plan, the
+-- server's receive position this replica holds everything up to (valid
+-- within one server epoch), and the server's acks of this device's events
+-- (seq ranges, with the server's receive time).
+CREATE TABLE IF NOT EXISTS sync_cursors (
+    server_id BLOB NOT NULL,
+    plan_id   BLOB NOT NULL,
+    epoch     BLOB NOT NULL,
+    cursor    INTEGER NOT NULL,
+    PRIMARY KEY (server_id, plan_id)
+);
+CREATE TABLE IF NOT EXISTS sync_acks (
+    server_id   BLOB NOT NULL,
+    plan_id     BLOB NOT NULL,
+    device_key  BLOB NOT NULL,
+    first_seq   INTEGER NOT NULL,
+    last_seq    INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sync_acks_by_plan ON sync_acks (plan_id, device_key, last_seq);
+-- A server's revocation cut-offs (core.replication.hub): the last seq of each of a
+-- revoked device's chains the server held when the revocation arrived.
+CREATE TABLE IF NOT EXISTS revocation_cutoffs (
+    device_key BLOB NOT NULL,
+    plan_id    BLOB NOT NULL,
+    seq        INTEGER NOT NULL,
+    PRIMARY KEY (device_key, plan_id)
+);
+
 CREATE TRIGGER IF NOT EXISTS events_append_only_u BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS events_append_only_d BEFORE DELETE ON events

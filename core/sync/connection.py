@@ -91,12 +91,14 @@ class ServerConnection:
         nonce: bytes,
         workspaces: frozenset[bytes],
         members: MemberLookup,
+        admins: list[bytes] | None = None,
     ) -> None:
         self.server_id = server_id
         self.epoch = epoch
         self._nonce = nonce
         self._workspaces = workspaces
         self._members = members
+        self._admins = list(admins or [])
         self.state = State.AWAIT_HELLO
         self.version: int | None = None
         self.workspace: bytes | None = None
@@ -162,7 +164,13 @@ class ServerConnection:
                     self._refuse("bad_proof", "the signature does not prove the device key")
                 else:
                     self.member = member
-                    self._out.append(Welcome(role=member.role, plans=list(member.plans)))  # type: ignore[arg-type]
+                    self._out.append(
+                        Welcome(
+                            role=member.role,  # type: ignore[arg-type]
+                            plans=list(member.plans),
+                            admins=self._admins,
+                        )
+                    )
                     self.state = State.READY
             case State.READY, Subscribe() | Push():
                 self._work.append(message)

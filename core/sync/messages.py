@@ -92,6 +92,7 @@ class Challenge(Message, frozen=True, tag="challenge"):
 class Welcome(Message, frozen=True, tag="welcome"):
     role: Literal["owner", "editor", "viewer"]
     plans: Annotated[list[Uuid], msgspec.Meta(max_length=MAX_PLANS)]  # plans this device may read
+    admins: Annotated[list[DeviceKey], msgspec.Meta(max_length=64)] = []  # the workspace's admins
 
 
 class Refused(Message, frozen=True, tag="refused"):
@@ -106,8 +107,10 @@ class Events(Message, frozen=True, tag="events"):
 
     plan: Uuid
     events: Batch
-    cursor: Seq  # server receive position after this batch
+    cursor: Seq  # server receive position the client holds everything up to (0: not yet)
     more: bool  # more catch-up batches follow
+    vector: Vector = {}  # last catch-up batch: what the server holds of the plan
+    error: Reason = ""  # the plan could not be served: no_access
 
 
 class Rejected(msgspec.Struct, frozen=True, array_like=True):

@@ -163,6 +163,17 @@ def event_count(home: Path) -> int:
     return int(db_rows(home, "SELECT count(*) FROM events")[0][0])
 
 
+PLAN_EVENTS = (
+    "FROM events JOIN plans USING (plan_no) "
+    "WHERE plan_id != (SELECT value FROM meta WHERE key = 'workspace')"
+)
+
+
+def plan_event_count(home: Path) -> int:
+    """Events of plans, leaving out the workspace's membership log."""
+    return int(db_rows(home, f"SELECT count(*) {PLAN_EVENTS}")[0][0])
+
+
 def stored_raws(home: Path) -> set[bytes]:
     return {bytes(r[0]) for r in db_rows(home, "SELECT raw FROM events")}
 

@@ -23,10 +23,12 @@ import pytest
 from core.commands.edits import phase_template
 
 from .cli_helpers import (
+    PLAN_EVENTS,
     Device,
     assert_one_line_error,
     event_count,
     init_device,
+    plan_event_count,
     plan_ids,
     unique_prefix,
     vidda_parallel,
@@ -151,7 +153,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     )
     b.show, b.listed = json.loads(show.stdout), json.loads(listed.stdout)
     b.log, b.verify = json.loads(log.stdout), json.loads(verify.stdout)
-    b.events = event_count(home)
+    b.events = plan_event_count(home)
     return b
 
 
@@ -278,8 +280,9 @@ def test_concurrent_writers_left_one_verifiable_chain(built: Built) -> None:
     assert built.events == 23
     assert built.show["events"] == 23
     assert built.verify["ok"] is True
-    assert (built.verify["events"], built.verify["chains"]) == (23, 1)
-    seqs = [r[0] for r in _rows(built.dev.home, "SELECT seq FROM events ORDER BY seq")]
+    # + the membership log's first event (this device made the workspace)
+    assert (built.verify["events"], built.verify["chains"]) == (24, 2)
+    seqs = [r[0] for r in _rows(built.dev.home, f"SELECT seq {PLAN_EVENTS} ORDER BY seq")]
     assert seqs == list(range(1, 24))
 
 

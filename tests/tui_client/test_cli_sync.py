@@ -51,9 +51,10 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Pair:
     plan = plan.strip()
     first = root / "anne-0.bundle"
     exported = anne.json("bundle", "export", "--out", first)
-    assert (exported["plans"], exported["events"]) == (1, 7)
+    # The plan, and the workspace's membership log (Anne's device is its admin).
+    assert (exported["plans"], exported["events"]) == (2, 8)
     imported = bjorn.json("bundle", "import", first)
-    assert imported["accepted"] == 7
+    assert imported["accepted"] == 8
     return Pair(anne, bjorn, plan, first, imported, root)
 
 
@@ -63,7 +64,7 @@ def test_import_the_same_bundle_twice_adds_nothing(pair: Pair) -> None:
     before = stored_raws(pair.bjorn.home)
     (again,) = vidda_parallel((pair.bjorn.home, ["bundle", "import", pair.first_bundle, "--json"]))
     report = json.loads(again.stdout)
-    assert (report["events"], report["accepted"], report["duplicates"]) == (7, 0, 7)
+    assert (report["events"], report["accepted"], report["duplicates"]) == (8, 0, 8)
     assert report["rejected"] == [] and report["evidence"] == []
     assert stored_raws(pair.bjorn.home) == before
 

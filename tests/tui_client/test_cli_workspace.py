@@ -55,7 +55,8 @@ def test_init_prints_workspace_and_device_and_whoami_agrees(tmp_path: Path) -> N
     # `verify` on a fresh, empty store passes.
     assert verify.returncode == 0, verify.stderr
     assert json.loads(verify.stdout)["ok"] is True
-    assert json.loads(verify.stdout)["events"] == 0
+    # One event: the new workspace's membership log names this device its admin.
+    assert json.loads(verify.stdout)["events"] == 1
 
     # The encrypted key (and the profile) are private to the user.
     assert stat.S_IMODE((home / "device.key").stat().st_mode) == 0o600
@@ -97,7 +98,7 @@ def test_wrong_or_missing_passphrase_is_one_line_and_writes_nothing(tmp_path: Pa
     assert_one_line_error(wrong, 1, "wrong passphrase")
     assert_one_line_error(missing, 1, "VIDDA_PASSPHRASE")
     assert_one_line_error(empty, 1, "VIDDA_PASSPHRASE")
-    assert event_count(home) == 0
+    assert event_count(home) == 1  # only init's membership event
 
 
 def test_init_after_an_interrupted_init_says_what_to_do(tmp_path: Path) -> None:
@@ -132,7 +133,8 @@ def test_quick_start_sets_up_adds_the_demo_once_and_shows_it(tmp_path: Path) -> 
     assert "Added the Aure example plan" not in second.stdout
     assert "Et samlet Aure med et sentrum alle er stolte av" in second.stdout
 
-    assert db_rows(home, "SELECT count(*) FROM plans") == [(1,)]
+    # the demo plan and the workspace's membership log
+    assert db_rows(home, "SELECT count(*) FROM plans") == [(2,)]
 
 
 def test_python_dash_m_reports_usage_errors_like_the_script(tmp_path: Path) -> None:

@@ -1,0 +1,250 @@
+"""The client side of sync over the local log (no sockets).
+
+A `ClientSession` is one connection's worth of work: it answers the
+handshake (through `ClientConnection`), subscribes to every plan it holds or
+may read (with its stored cursor when the server's epoch matches), ingests
+what the server sends, pushes this device's events the server lacks, and
+records the server's acks. The websockets shell (`tui_client.sync_engine`)
+moves frames and keeps trying while the link comes and goes.
+
+Durability: the log commits events before the cursor that covers them is
+recorded, so a crash between the two only re-fetches (duplicates are
+no-ops); a cursor is never ahead of the events. Acks are recorded in one
+transaction per `acked` (server id, plan, seq range, server receive time).
+A device pushes only its own chains: the server rejects anything else
+(`wrong_author`), so a bundle's events reach the server with their author.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import msgspec
+
+from core.events.envelope import Signer, decode_stored
+from core.store.event_log import EventLog
+from core.sync.connection import ClientConnection, State
+from core.sync.messages import (
+    MAX_BATCH_EVENTS,
+    Acked,
+    ClientMessage,
+    Events,
+    PlanWant,
+    Push,
+    ServerMessage,
+    Subscribe,
+)
+
+PUSH_BYTES = 1 << 20
+
+
+class SyncProblem(msgspec.Struct, frozen=True):
+    plan: str
+    seq: int
+    reason: str
+    message: str
+
+
+class SyncStatus(msgspec.Struct):
+    """What a person (or the TUI's status bar) sees of sync."""
+
+    state: str = "offline"  # offline | connecting | syncing | up_to_date | refused | error
+    pending: int = 0  # this device's events no server has acknowledged
+    sent: int = 0  # events this device pushed that the server stored (or had)
+    received: int = 0  # new events from the server
+    rejected: list[SyncProblem] = msgspec.field(default_factory=list)
+    error: str = ""
+    server: str = ""
+    last_synced_ms: int = 0
+
+
+class ClientSession:
+    """One connection's sync work, client side."""
+
+    def __init__(self, log: EventLog, signer: Signer, status: SyncStatus | None = None) -> None:
+        self.log = log
+        self.me = signer.public_key
+        self.conn = ClientConnection(signer=signer, workspace=log.workspace)
+        self.status = status if status is not None else SyncStatus()
+        self.catching_up: set[bytes] = set()
+        self.server_has: dict[bytes, int] = {}  # plan -> this device's seq the server holds
+        self._sent_upto: dict[bytes, int] = {}
+        self._inflight: dict[int, list[tuple[bytes, int]]] = {}
+        self._next_batch = 1
+        self._subscribed = False
+
+    # --- driving ----------------------------------------------------------------------------
+
+    def outgoing(self) -> list[ClientMessage]:
+        return self.conn.messages_to_send()
+
+    @property
+    def ready(self) -> bool:
+        return self.conn.state is State.READY
+
+    @property
+    def closed(self) -> bool:
+        return self.conn.state is State.CLOSED
+
+    @property
+    def idle(self) -> bool:
+        """Caught up on every plan and nothing waiting for an ack."""
+        return self._subscribed and not self.catching_up and not self._inflight
+
+    async def receive(self, message: ServerMessage) -> None:
+        self.conn.receive_message(message)
+        if self.conn.refusal is not None:
+            self.status.state = "refused"
+            self.status.error = f"{self.conn.refusal.reason}: {self.conn.refusal.message}"
+            return
+        if self.conn.failure is not None:
+            self.status.state = "error"
+            self.status.error = f"{self.conn.failure.code}: {self.conn.failure.message}"
+            return
+        if self.ready and not self._subscribed:
+            await self._subscribe()
+        for work in self.conn.work():
+            if isinstance(work, Events):
+                await self._events(work)
+            else:
+                await self._acked(work)
+        if self.ready and self.idle:
+            self.status.state = "up_to_date"
+            self.status.last_synced_ms = int(time.time() * 1000)
+
+    async def _subscribe(self) -> None:
+        assert self.conn.welcome is not None and self.conn.server_id is not None
+        self._subscribed = True
+        self.status.state = "syncing"
+        plans = {p for p, _ in await self.log.plans(membership=True)}
+        plans |= set(self.conn.welcome.plans)
+        plans.add(self.log.workspace)
+        cursors = {
+            bytes(plan): (bytes(epoch), int(cursor))
+            for plan, epoch, cursor in await self.log.fetch(
+                "SELECT plan_id, epoch, cursor FROM sync_cursors WHERE server_id=?",
+                (self.conn.server_id,),
+            )
+        }
+        wants = []
+        for plan in sorted(plans):
+            epoch, cursor = cursors.get(plan, (b"", 0))
+            if epoch != self.conn.epoch:
+                epoch, cursor = b"", 0
+            vector = {d.hex(): s for d, s in (await self.log.vector(plan)).items()}
+            wants.append(PlanWant(plan=plan, vector=vector, cursor=cursor, epoch=epoch))
+            self.catching_up.add(plan)
+        self.conn.send(Subscribe(plans=wants))
+
+    async def _events(self, message: Events) -> None:
+        plan = message.plan
+        if message.error:
+            self.catching_up.discard(plan)
+            return
+        report = await self.log.ingest(message.events) if message.events else None
+        if report is not None:
+            self.status.received += len(report.accepted)
+            for r in report.rejected + report.evidence:
+                self.status.rejected.append(
+                    SyncProblem(plan.hex(), -1, r.reason, f"from the server: {r.message}")
+                )
+        if message.cursor and (report is None or not report.rejected):
+            # After the events are committed: a cursor never runs ahead of them.
+            assert self.conn.server_id is not None and self.conn.epoch is not None
+            await self.log.record(
+                [
+                    (
+                        "INSERT OR REPLACE INTO sync_cursors(server_id, plan_id, epoch, cursor) "
+                        "VALUES (?,?,?,?)",
+                        (self.conn.server_id, plan, self.conn.epoch, message.cursor),
+                    )
+                ]
+            )
+        if not message.more and plan in self.catching_up:
+            self.catching_up.discard(plan)
+            theirs = message.vector.get(self.me.hex(), 0)
+            self.server_has[plan] = theirs
+            self._sent_upto[plan] = max(theirs, self._sent_upto.get(plan, 0))
+            await self._push(plan)
+
+    async def push_new(self) -> int:
+        """Push this device's events written since the last push (the shell
+        calls it when the local log changed). Returns how many were sent."""
+        if not self.ready:
+            return 0
+        sent = 0
+        for plan, _ in await self.log.plans(membership=True):
+            if plan not in self.catching_up:
+                if plan not in self.server_has:
+                    self.server_has[plan] = 0  # a plan made since we subscribed
+                    self._sent_upto.setdefault(plan, 0)
+                sent += await self._push(plan)
+        return sent
+
+    async def _push(self, plan: bytes) -> int:
+        after = self._sent_upto.get(plan, 0)
+        sent = 0
+        async for batch in self.log.lacking(
+            plan, {self.me: after}, max_count=MAX_BATCH_EVENTS, max_bytes=PUSH_BYTES, only=self.me
+        ):
+            seqs = [(plan, decode_stored(raw).env.seq) for raw in batch]
+            number = self._next_batch
+            self._next_batch += 1
+            self._inflight[number] = seqs
+            self._sent_upto[plan] = seqs[-1][1]
+            self.conn.send(Push(batch=number, events=batch))
+            sent += len(batch)
+        if sent:
+            self.status.state = "syncing"
+        return sent
+
+    async def _acked(self, message: Acked) -> None:
+        items = self._inflight.pop(message.batch, [])
+        bad = {r.index: r for r in message.rejected}
+        ranges: dict[bytes, list[int]] = {}
+        for index, (plan, seq) in enumerate(items):
+            if index in bad:
+                r = bad[index]
+                self.status.rejected.append(SyncProblem(plan.hex(), seq, r.reason, r.message))
+                continue
+            self.status.sent += 1
+            ranges.setdefault(plan, []).append(seq)
+            self.server_has[plan] = max(seq, self.server_has.get(plan, 0))
+        assert self.conn.server_id is not None
+        await self.log.record(
+            [
+                (
+                    "INSERT INTO sync_acks(server_id, plan_id, device_key, first_seq, last_seq, "
+                    "received_ms) VALUES (?,?,?,?,?,?)",
+                    (self.conn.server_id, plan, self.me, min(seqs), max(seqs), message.received_ms),
+                )
+                for plan, seqs in ranges.items()
+            ]
+        )
+
+
+async def pending_events(log: EventLog, device: bytes) -> int:
+    """This device's events no server has acknowledged yet."""
+    acked = {
+        bytes(plan): int(seq)
+        for plan, seq in await log.fetch(
+            "SELECT plan_id, max(last_seq) FROM sync_acks WHERE device_key=? GROUP BY plan_id",
+            (device,),
+        )
+    }
+    total = 0
+    for plan, _ in await log.plans(membership=True):
+        head = (await log.vector(plan)).get(device, 0)
+        total += max(0, head - acked.get(plan, 0))
+    return total
+
+
+def backoff_delay(
+    attempt: int, *, base: float = 0.5, cap: float = 60.0, rng: random.Random | None = None
+) -> float:
+    """Seconds to wait before reconnect attempt `attempt` (0-based):
+    exponential with full jitter, so a village of devices coming back online
+    at once does not reconnect in lockstep."""
+    ceiling = min(cap, base * (2 ** min(attempt, 30)))
+    return (rng or random).uniform(ceiling / 2, ceiling)

@@ -1,0 +1,65 @@
+"""A client session and a hub session wired through real frames, no network.
+
+`Link.run()` moves frames both ways until neither side has anything to
+say; `cut_after` drops the link after that many frames (a connection lost in
+the middle of a batch).
+"""
+
+from __future__ import annotations
+
+import os
+
+from core.events.bodies import MemberAdded
+from core.identity.keyfile import DeviceKey
+from core.replication.client import ClientSession, SyncStatus
+from core.replication.hub import Hub
+from core.store.event_log import EventLog
+from core.sync import messages as m
+
+
+class Link:
+    def __init__(
+        self, hub: Hub, log: EventLog, key: DeviceKey, status: SyncStatus | None = None
+    ) -> None:
+        self.hub = hub
+        self.server = hub.session(os.urandom(32))
+        self.client = ClientSession(log, key, status)
+        self.frames = 0
+        self.cut = False
+
+    async def run(self, cut_after: int | None = None) -> None:
+        while not self.cut:
+            moved = False
+            for msg in self.client.outgoing():
+                if cut_after is not None and self.frames >= cut_after:
+                    self.cut = True
+                    break
+                self.frames += 1
+                moved = True
+                await self.server.receive(m.decode_from_client(m.encode(msg)))
+            while not self.cut and not self.server.outbox.empty():
+                if cut_after is not None and self.frames >= cut_after:
+                    self.cut = True
+                    break
+                msg = self.server.outbox.get_nowait()
+                self.frames += 1
+                moved = True
+                await self.client.receive(m.decode_from_server(m.encode(msg)))
+            if not moved:
+                break
+        if self.cut or self.client.closed:
+            self.server.close()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+async def enrol(
+    admin_log: EventLog, admin: DeviceKey, key: DeviceKey, role: str = "editor", name: str = "x"
+) -> None:
+    """The admin's device writes a MemberAdded for `key` (synced later)."""
+    await admin_log.append(
+        admin,
+        admin_log.workspace,
+        [MemberAdded(device=key.public_key, name=name, role=role)],  # type: ignore[arg-type]
+    )
