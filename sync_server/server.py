@@ -71,6 +71,8 @@ class JsonFormatter(logging.Formatter):
         extra = getattr(record, "fields", None)
         if isinstance(extra, dict):
             data.update(extra)
+        if record.exc_info:
+            data["error"] = self.formatException(record.exc_info)
         return json.dumps(data, ensure_ascii=False)
 
 
@@ -171,19 +173,23 @@ class SyncServer:
         self.connections_total += 1
         session = self.hub.session(os.urandom(32))
         fields: dict[str, object] = {"conn": conn_id, "peer": _peer(ws)}
-        session.on_slow = lambda: asyncio.ensure_future(
-            ws.close(1013, "slow reader: resume from your cursor")
-        )
+        closing: list[asyncio.Task[None]] = []
+
+        def drop_slow_reader() -> None:
+            closing.append(
+                asyncio.ensure_future(ws.close(1013, "slow reader: resume from your cursor"))
+            )
+
+        session.on_slow = drop_slow_reader
         writer = asyncio.create_task(self._writer(ws, session))
         counted_device: bytes | None = None
         frames = TokenBucket(self.limits.frames_per_second, self.limits.frame_burst)
         pushes = TokenBucket(self.limits.events_per_second, self.limits.events_per_second)
         _log("connected", fields)
         try:
-            async with asyncio.timeout(self.limits.handshake_seconds) as handshake:
+            async with asyncio.timeout(self.limits.handshake_seconds):
                 while session.device is None and not session.closed:
                     await self._one_frame(ws, session, fields, frames, pushes)
-            handshake.reschedule(None)
             if session.device is not None:
                 fields["device"] = session.device.hex()
                 if self.per_device[session.device] >= self.limits.connections_per_device:
@@ -283,6 +289,8 @@ def setup_logging(level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    # websockets' own per-connection chatter duplicates ours; keep its warnings.
+    logging.getLogger("vidda.websockets").setLevel(logging.WARNING)
 
 
 async def run_server(

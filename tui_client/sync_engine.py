@@ -46,6 +46,7 @@ class SyncEngine:
         self.poll_seconds = poll_seconds
         self.open_timeout = open_timeout
         self.attempts = 0
+        self.admins: list[bytes] = []  # the workspace's admin keys, from the server
         self._stop = asyncio.Event()
         self._changed = asyncio.Event()
 
@@ -136,6 +137,8 @@ class SyncEngine:
                         self.status.state, self.status.error = "error", str(exc)
                         return
                     await session.receive(message)
+                    if isinstance(message, m.Welcome):
+                        self.admins = list(message.admins)
                     if isinstance(message, m.Acked):
                         await self.refresh_pending()
                     self._report()

@@ -196,9 +196,9 @@ class Hub:
             accepted += self._account(report, allowed, rejected)
             for ev in report.accepted:
                 self.plans.add(ev.env.plan)
-        rejected.sort(key=lambda r: r.index)
-        for r in rejected:
-            self.stats.rejects[r.reason] += 1
+        rejected.sort(key=lambda rej: rej.index)
+        for rej in rejected:
+            self.stats.rejects[rej.reason] += 1
         return Acked(
             batch=message.batch, accepted=accepted, rejected=rejected, received_ms=received_ms
         )
