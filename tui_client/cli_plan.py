@@ -190,9 +190,12 @@ async def append_and_report(
     return 0
 
 
-def names_for(home: Home) -> dict[str, str]:
+async def names_for(home: Home, log: EventLog) -> dict[str, str]:
+    """Device key (hex) -> person, from the membership log; this device is "you"."""
     prof = home.profile()
-    return {prof.device: f"{prof.name} (you)"}
+    names = {m.device.hex(): m.name for m in (await home.membership(log)).members()}
+    names[prof.device] = f"{prof.name} (you)"
+    return names
 
 
 # --- commands ----------------------------------------------------------------------------
@@ -294,6 +297,7 @@ async def show_plan(home: Home, plan_prefix: str | bytes, as_of: str | None, as_
             state = await state_as_of(log, plan, await as_of_key(log, plan, as_of))
         else:
             state = await log.load_state(plan)
+        names = await names_for(home, log)
     finally:
         await log.close()
     data = view(state)
@@ -302,7 +306,7 @@ async def show_plan(home: Home, plan_prefix: str | bytes, as_of: str | None, as_
     if as_json:
         emit_json(data)
     else:
-        print(render_plan(data, names_for(home)))
+        print(render_plan(data, names))
 
 
 async def cmd_show(args: argparse.Namespace, extra: list[str]) -> int:
@@ -384,11 +388,12 @@ async def cmd_log(args: argparse.Namespace, extra: list[str]) -> int:
     try:
         plan = await resolve_plan(log, args.plan)
         events = await log.events(plan)
+        names = await names_for(home, log)
     finally:
         await log.close()
     rows = [{f: getattr(c, f) for f in c.__struct_fields__} for c in changes(timeline(events))]
     if args.json:
         emit_json(rows)
     else:
-        print(render_log(rows, names_for(home)))
+        print(render_log(rows, names))
     return 0

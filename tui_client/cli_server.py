@@ -42,14 +42,19 @@ def _server_home(args: argparse.Namespace) -> Path:
     return Path(args.home).expanduser()
 
 
-async def cmd_server_init(args: argparse.Namespace, extra: list[str]) -> int:
+def init_server_home(home: Path, workspace: str, admins: list[str]) -> Any:
+    """Create a server's data folder (`vidda server init`); one-line errors."""
     from sync_server.config import ServerConfigError, init_server
 
-    home = _server_home(args)
     try:
-        config = init_server(home, args.workspace, args.admin)
+        return init_server(home, workspace, admins)
     except ServerConfigError as exc:
         raise HomeError(str(exc)) from None
+
+
+async def cmd_server_init(args: argparse.Namespace, extra: list[str]) -> int:
+    home = _server_home(args)
+    config = init_server_home(home, args.workspace, args.admin)
     if args.json:
         emit_json({"home": str(home), **{f: getattr(config, f) for f in config.__struct_fields__}})
     else:

@@ -102,10 +102,7 @@ async def cmd_sync(args: argparse.Namespace, extra: list[str]) -> int:
                     loop.add_signal_handler(sig, engine.stop)
             await engine.run()
             status = engine.status
-        if engine.admins and [a.hex() for a in engine.admins] != prof.admins:
-            prof = home.profile()
-            prof.admins = [a.hex() for a in engine.admins]
-            home.save_profile(prof)
+        remember_admins(home, engine)
     finally:
         await log.close()
     if args.once:
@@ -122,6 +119,27 @@ async def cmd_sync(args: argparse.Namespace, extra: list[str]) -> int:
             return 1
         return 3 if status.rejected else 0
     return 0
+
+
+def remember_admins(home: Home, engine: SyncEngine) -> None:
+    """Keep the workspace's admin keys the server named: `member list` and
+    names in plans check the membership log against them, offline."""
+    prof = home.profile()
+    if engine.admins and [a.hex() for a in engine.admins] != prof.admins:
+        prof.admins = [a.hex() for a in engine.admins]
+        home.save_profile(prof)
+
+
+async def sync_once(home: Home, url: str) -> SyncStatus:
+    """One sync pass of a device home (what `vidda sync --once` does)."""
+    log = await home.open_log()
+    try:
+        engine = SyncEngine(log, home.signer(), url)
+        status = await engine.run_once()
+        remember_admins(home, engine)
+    finally:
+        await log.close()
+    return status
 
 
 async def _admin_only(home: Home) -> None:
