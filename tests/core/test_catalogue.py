@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from core.events.bodies import BODY_TYPES, type_tag
+from core.events.bodies import BODY_TYPES, MEMBERSHIP_TYPES, type_tag
 from core.events.schema import ENTITY_FIELDS, FIELD_SETTERS
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "events.md"
@@ -10,7 +10,9 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "events.md"
 
 def test_every_event_type_is_documented() -> None:
     text = DOCS.read_text("utf-8")
-    missing = [type_tag(c) for c in BODY_TYPES if f"`{type_tag(c)}`" not in text]
+    missing = [
+        type_tag(c) for c in BODY_TYPES + MEMBERSHIP_TYPES if f"`{type_tag(c)}`" not in text
+    ]
     assert missing == []
 
 
