@@ -140,7 +140,12 @@ class ClientSession:
     async def _events(self, message: Events) -> None:
         plan = message.plan
         if message.error:
+            # The server will not serve this plan to this device: its local
+            # events of the plan stay here (pending), and the person is told.
             self.catching_up.discard(plan)
+            self.status.rejected.append(
+                SyncProblem(plan.hex(), 0, message.error, "the server will not sync this plan")
+            )
             return
         report = await self.log.ingest(message.events) if message.events else None
         if report is not None:

@@ -10,9 +10,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "events.md"
 
 def test_every_event_type_is_documented() -> None:
     text = DOCS.read_text("utf-8")
-    missing = [
-        type_tag(c) for c in BODY_TYPES + MEMBERSHIP_TYPES if f"`{type_tag(c)}`" not in text
-    ]
+    missing = [type_tag(c) for c in BODY_TYPES + MEMBERSHIP_TYPES if f"`{type_tag(c)}`" not in text]
     assert missing == []
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
 from core.commands.edits import new_plan
 from core.events.bodies import MemberRevoked, PlanDetailsRevised
 from core.events.ids import new_uuid7
@@ -15,8 +13,6 @@ from core.projections.plan_state import canonical_bytes
 from core.replication.hub import Hub
 from core.store.event_log import EventLog
 from tests.core.sync.wire import Link, enrol
-
-pytestmark = pytest.mark.asyncio
 
 
 async def _setup(tmp_path: Path, n: int = 2):
@@ -100,3 +96,134 @@ async def test_unenrolled_viewer_revoked_and_wrong_author(tmp_path: Path) -> Non
     assert "revoked" in again.client.status.error
     for log in [*logs, admin_log, hub.log, slog, vlog]:
         await log.close()
+
+
+async def _fill(log: EventLog, key: DeviceKey, plan: bytes, n: int) -> None:
+    from core.events.bodies import NoteWritten
+
+    for start in range(0, n, 500):
+        await log.append(
+            key,
+            plan,
+            [
+                NoteWritten(note=new_uuid7(), target=None, text=f"notat {i}")
+                for i in range(start, min(n, start + 500))
+            ],
+        )
+
+
+async def test_catch_up_in_bounded_batches_resumes_by_cursor_and_after_restart_by_vector(
+    tmp_path: Path,
+) -> None:
+    ws, hub, admin, admin_log, keys, logs = await _setup(tmp_path)
+    plan = new_uuid7()
+    await _fill(logs[0], keys[0], plan, 10)
+    await Link(hub, logs[0], keys[0]).run()
+    await Link(hub, logs[1], keys[1]).run()
+
+    async def cursor() -> int:
+        rows = await logs[1].fetch("SELECT plan_id, cursor FROM sync_cursors")
+        return next(int(c) for p, c in rows if bytes(p) == plan)
+
+    first = await cursor()
+    await _fill(logs[0], keys[0], plan, 2_500)
+    await Link(hub, logs[0], keys[0]).run()
+    # The second device's link is cut after the first batch of its resumed
+    # catch-up (frames: hello, challenge, prove, welcome, subscribe, the
+    # membership log, one batch): what it got, it keeps, with its cursor.
+    cut = Link(hub, logs[1], keys[1])
+    await cut.run(cut_after=7)
+    assert cut.cut
+    got = (await logs[1].vector(plan))[keys[0].public_key]
+    assert got == 10 + 1_000
+    assert await cursor() > first
+    again = Link(hub, logs[1], keys[1])
+    await again.run()
+    assert again.client.status.received == 2_510 - got
+    assert (await logs[1].vector(plan)) == (await logs[0].vector(plan))
+    # A restarted server (new epoch) is caught up with by vector; nothing twice.
+    await logs[0].append(keys[0], plan, [PlanDetailsRevised(title="etter omstart", replaces=[])])
+    restarted = Hub(hub.log, server_id=hub.server_id, epoch=os.urandom(16), admins=hub.admins)
+    await restarted.start()
+    await Link(restarted, logs[0], keys[0]).run()
+    late = Link(restarted, logs[1], keys[1])
+    await late.run()
+    assert late.client.status.received == 1
+    raws = [sorted(r for _, r in await log.raw_events(plan)) for log in (hub.log, *logs)]
+    assert raws[0] == raws[1] == raws[2]
+    for log in [*logs, admin_log, hub.log]:
+        await log.close()
+    del ws, admin
+
+
+async def test_an_editor_limited_to_one_plan_neither_reads_nor_writes_another(
+    tmp_path: Path,
+) -> None:
+    from core.events.bodies import MemberAdded
+
+    ws, hub, admin, admin_log, keys, logs = await _setup(tmp_path)
+    mine, other = new_uuid7(), new_uuid7()
+    limited = DeviceKey.generate()
+    await admin_log.append(
+        admin,
+        ws,
+        [MemberAdded(device=limited.public_key, name="L", role="editor", plans=[mine])],
+    )
+    await Link(hub, admin_log, admin).run()
+    await _fill(logs[0], keys[0], other, 3)
+    await Link(hub, logs[0], keys[0]).run()
+    llog = await EventLog.open(tmp_path / "l.db", workspace=ws)
+    await _fill(llog, limited, other, 2)
+    await _fill(llog, limited, mine, 2)
+    link = Link(hub, llog, limited)
+    await link.run()
+    assert {p.reason for p in link.client.status.rejected} == {"no_access"}
+    assert link.client.status.sent == 2
+    assert link.server.conn.member is not None
+    assert other not in link.server.conn.member.plans
+    # It never received the other plan's events.
+    assert keys[0].public_key not in await llog.vector(other)
+    for log in [*logs, admin_log, hub.log, llog]:
+        await log.close()
+
+
+async def test_a_reader_that_stops_reading_is_dropped_and_resumes(tmp_path: Path) -> None:
+    from core.replication.hub import OUTBOX
+
+    ws, hub, admin, admin_log, keys, logs = await _setup(tmp_path)
+    plan = new_uuid7()
+    await _fill(logs[0], keys[0], plan, 1)
+    writer = Link(hub, logs[0], keys[0])
+    await writer.run()
+    reader = Link(hub, logs[1], keys[1])
+    await reader.run()
+    dropped: list[bool] = []
+    reader.server.on_slow = lambda: dropped.append(True)
+    # The reader's socket stalls (nobody drains its outbox) while the writer
+    # pushes many small batches: live fan-out must not queue without bound.
+    for _ in range(OUTBOX + 5):
+        await logs[0].append(keys[0], plan, [PlanDetailsRevised(title="x", replaces=[])])
+        await writer.client.push_new()
+        await writer.run()
+    assert dropped == [True] and reader.server.slow
+    assert reader.server.outbox.qsize() <= OUTBOX
+    reader.close()
+    # It comes back and resumes: everything arrives.
+    back = Link(hub, logs[1], keys[1])
+    await back.run()
+    assert (await logs[1].vector(plan)) == (await logs[0].vector(plan))
+    for log in [*logs, admin_log, hub.log]:
+        await log.close()
+    del ws, admin
+
+
+def test_backoff_grows_with_full_jitter_and_a_cap() -> None:
+    import random
+
+    from core.replication.client import backoff_delay
+
+    rng = random.Random(7)
+    first = [backoff_delay(0, rng=rng) for _ in range(200)]
+    assert all(0.25 <= d <= 0.5 for d in first) and len(set(first)) > 100
+    assert all(15 <= backoff_delay(6, rng=rng) <= 32 for _ in range(50))
+    assert max(backoff_delay(40, rng=rng) for _ in range(200)) <= 60
