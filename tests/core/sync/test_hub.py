@@ -227,3 +227,39 @@ def test_backoff_grows_with_full_jitter_and_a_cap() -> None:
     assert all(0.25 <= d <= 0.5 for d in first) and len(set(first)) > 100
     assert all(15 <= backoff_delay(6, rng=rng) <= 32 for _ in range(50))
     assert max(backoff_delay(40, rng=rng) for _ in range(200)) <= 60
+
+
+async def test_two_events_for_one_seq_on_two_connections_at_once_one_stored_one_evidence(
+    tmp_path: Path,
+) -> None:
+    """One key on two installations (a restored backup, a copied folder):
+    both write seq 1 of the same plan and push at the same moment."""
+    import asyncio
+
+    from core.events.bodies import NoteWritten
+
+    ws, hub, admin, admin_log, keys, logs = await _setup(tmp_path)
+    twin = await EventLog.open(tmp_path / "twin.db", workspace=ws)
+    plan = new_uuid7()
+    (a,) = await logs[0].append(
+        keys[0], plan, [NoteWritten(note=new_uuid7(), target=None, text="A")]
+    )
+    (b,) = await twin.append(keys[0], plan, [NoteWritten(note=new_uuid7(), target=None, text="B")])
+    assert (a.env.seq, b.env.seq) == (1, 1) and a.raw != b.raw
+    first, second = Link(hub, logs[0], keys[0]), Link(hub, twin, keys[0])
+    await asyncio.gather(first.run(), second.run())
+    stored = [raw for _, raw in await hub.log.raw_events(plan)]
+    evidence = await hub.log.evidence()
+    assert len(stored) == 1 and stored[0] in (a.raw, b.raw)
+    assert [e["reason"] for e in evidence] == ["fork"]
+    other = b if stored[0] == a.raw else a
+    assert evidence[0]["event"] == other.id  # the other one is kept, not lost
+    loser = second if stored[0] == a.raw else first
+    # The loser hears "fork" in its ack (and, if the winner's event reached
+    # it live, from its own log too, which keeps that one as evidence).
+    reasons = [p.reason for p in loser.client.status.rejected]
+    assert reasons and set(reasons) == {"fork"}
+    assert (await hub.log.frozen_chains())[0][:2] == (plan, keys[0].public_key)
+    for log in [*logs, admin_log, hub.log, twin]:
+        await log.close()
+    del admin
