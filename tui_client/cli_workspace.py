@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -119,6 +120,13 @@ async def cmd_demo_data(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _interactive() -> bool:
+    """A person at a terminal gets the TUI; scripts and pipes get text."""
+    if os.environ.get("VIDDA_NO_TUI"):
+        return False
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
 async def quick_start(args: argparse.Namespace, extra: list[str]) -> int:
     """`vidda` with no arguments: set up if needed, add the demo, show the plans."""
     from tui_client.cli_plan import show_plan
@@ -128,6 +136,12 @@ async def quick_start(args: argparse.Namespace, extra: list[str]) -> int:
         print(f"Welcome to vidda. Setting up this device in {home.path}.")
         prof = await home.init(None, None)
         print(f"  workspace {prof.workspace}\n  device    {prof.device}\n  name      {prof.name}")
+    if _interactive():
+        from tui_client.tui.app import ViddaApp
+
+        home.signer()  # unlock the key once, before the screen takes the terminal
+        await ViddaApp(home).run_async()
+        return 0
     plan = await add_demo(home, if_empty=True)
     if plan:
         print("Added the Aure example plan (from the Veiledningspiloten article).\n")

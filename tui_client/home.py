@@ -71,7 +71,9 @@ class Home:
     def profile(self) -> Profile:
         return load_profile(self.profile_path)
 
-    async def init(self, name: str | None, workspace: str | None) -> Profile:
+    async def init(
+        self, name: str | None, workspace: str | None, passphrase: str | None = None
+    ) -> Profile:
         """Create the device key, profile and empty log. Refuses to overwrite."""
         if self.initialised:
             prof = self.profile()
@@ -87,7 +89,10 @@ class Home:
         person = (name or os.environ.get("VIDDA_NAME") or getpass.getuser()).strip()
         if not person:
             raise HomeError("the display name must not be empty")
-        passphrase = ask_passphrase(confirm=True)
+        if passphrase is None:
+            passphrase = ask_passphrase(confirm=True)
+        elif not passphrase:
+            raise HomeError("the passphrase must not be empty")
         key = DeviceKey.generate()
         self.path.mkdir(parents=True, exist_ok=True)
         save_key(self.key_path, key, passphrase)
@@ -112,16 +117,22 @@ class Home:
         self._key = key
         return prof
 
-    def signer(self) -> DeviceKey:
+    def signer(self, passphrase: str | None = None) -> DeviceKey:
         """The decrypted device key (asks for the passphrase once)."""
         if self._key is None:
+            if passphrase is None:
+                passphrase = ask_passphrase(confirm=False)
             try:
-                self._key = load_key(self.key_path, ask_passphrase(confirm=False))
+                self._key = load_key(self.key_path, passphrase)
             except KeyFileError as exc:
                 raise HomeError(str(exc)) from None
             if self._key.public_key.hex() != self.profile().device:
                 raise HomeError("device.key does not belong to this profile")
         return self._key
+
+    @property
+    def unlocked(self) -> bool:
+        return self._key is not None
 
     def save_profile(self, profile: Profile) -> None:
         save_profile(self.profile_path, profile)

@@ -1,0 +1,1 @@
+"""The Textual TUI: plans, the plan editor, conflicts, history, sync status."""

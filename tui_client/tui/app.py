@@ -1,0 +1,560 @@
+"""`vidda` in a terminal: the Textual app.
+
+Screens: the plan list, a plan (overview, activities, conflicts, history),
+modal dialogs for editing and resolving. The sync engine runs as a worker
+in the background (never blocking typing) when a server is known; its state
+is always visible in the status line. `l` switches Bokmål/English.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.reactive import reactive
+from textual.screen import ModalScreen, Screen
+from textual.widgets import (
+    Button,
+    DataTable,
+    Footer,
+    Header,
+    Input,
+    Label,
+    Static,
+    TabbedContent,
+    TabPane,
+)
+
+from core.commands.edits import EditError
+from core.events.envelope import EventError
+from core.events.ids import IdError
+from core.events.schema import FieldError
+from core.replication.client import SyncStatus
+from tui_client.home import Home, HomeError
+from tui_client.tui.i18n import Translator
+from tui_client.tui.workspace import Workspace
+
+EDIT_ERRORS = (EditError, EventError, FieldError, IdError, HomeError, ValueError)
+
+PLAN_FIELDS = (
+    "title",
+    "municipality",
+    "societal_goal",
+    "societal_goal_horizon",
+    "desired_result",
+    "desired_result_due",
+    "desired_result_assessment",
+    "q_who_are_we",
+    "q_knowledge_base",
+    "q_where_to",
+    "q_what_we_do",
+    "q_resources",
+    "q_actors",
+    "status",
+)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "–"
+    return str(value)
+
+
+class StatusLine(Static):
+    """Sync state, events pending, last contact: always visible."""
+
+    def render_status(self, app: ViddaApp) -> None:
+        t = app.t
+        st = app.sync_status
+        if st is None:
+            self.update(t("sync_line", state=t("no_server"), pending=app.pending, last="–"))
+            return
+        last = (
+            time.strftime("%H:%M:%S", time.localtime(st.last_synced_ms / 1000))
+            if st.last_synced_ms
+            else t("never")
+        )
+        line = t("sync_line", state=t(st.state), pending=st.pending, last=last)
+        if st.error:
+            line += f" · {st.error}"
+        self.update(line)
+
+
+# --- dialogs -----------------------------------------------------------------------------------
+
+
+class EditDialog(ModalScreen[str | None]):
+    """One line of text for one field; Enter saves, Escape cancels."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, label: str, value: str) -> None:
+        super().__init__()
+        self.label, self.value = label, value
+
+    def compose(self) -> ComposeResult:
+        t = self.app.t  # type: ignore[attr-defined]
+        with Vertical(id="dialog"):
+            yield Label(self.label)
+            yield Input(value=self.value, id="value")
+            yield Label("", id="error")
+            yield Button(t("save"), variant="primary", id="save")
+            yield Button(t("cancel"), id="cancel")
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#save")
+    def save(self) -> None:
+        self.dismiss(self.query_one("#value", Input).value)
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class FormDialog(ModalScreen[dict[str, str] | None]):
+    """Several labelled inputs (a new plan, a new activity)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, fields: list[tuple[str, str]], password: bool = False) -> None:
+        super().__init__()
+        self.title_text, self.fields, self.password = title, fields, password
+
+    def compose(self) -> ComposeResult:
+        t = self.app.t  # type: ignore[attr-defined]
+        with Vertical(id="dialog"):
+            yield Label(self.title_text)
+            for name, label in self.fields:
+                yield Label(label)
+                yield Input(id=f"f_{name}", password=self.password and name == "passphrase")
+            yield Button(t("save"), variant="primary", id="save")
+            yield Button(t("cancel"), id="cancel")
+
+    @on(Button.Pressed, "#save")
+    def save(self) -> None:
+        self.dismiss({n: self.query_one(f"#f_{n}", Input).value for n, _ in self.fields})
+
+    @on(Input.Submitted)
+    def next_or_save(self, event: Input.Submitted) -> None:
+        inputs = list(self.query(Input))
+        index = inputs.index(event.input)
+        if index + 1 < len(inputs):
+            inputs[index + 1].focus()
+        else:
+            self.save()
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ResolveDialog(ModalScreen[Any]):
+    """A conflict side by side: each value with author and time; pick one
+    (Enter on its row) or write a merged value."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, conflict: dict[str, Any], names: dict[str, str]) -> None:
+        super().__init__()
+        self.conflict, self.names = conflict, names
+
+    def compose(self) -> ComposeResult:
+        t = self.app.t  # type: ignore[attr-defined]
+        with Vertical(id="dialog"):
+            yield Label(f"{t('resolve')}: {self.conflict['kind']} · {self.conflict['field']}")
+            yield Label(t("conflict_hint"))
+            table: DataTable[str] = DataTable(id="values", cursor_type="row")
+            table.add_columns(t("value"), t("who"), t("when"))
+            for v in self.conflict["values"]:
+                who = self.names.get(v["author"], v["author"][:12])
+                table.add_row(_text(v["value"]), who, v["time"][:19])
+            yield table
+            yield Label(t("merged_value"))
+            yield Input(id="merged")
+            yield Button(t("cancel"), id="cancel")
+
+    @on(DataTable.RowSelected)
+    def pick(self, event: DataTable.RowSelected) -> None:
+        self.dismiss(("pick", self.conflict["values"][event.cursor_row]["value"]))
+
+    @on(Input.Submitted)
+    def merged(self, event: Input.Submitted) -> None:
+        if event.value.strip():
+            self.dismiss(("text", event.value))
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+# --- screens -----------------------------------------------------------------------------------
+
+
+class PlansScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("n", "new_plan", "Ny plan"),
+        Binding("d", "demo", "Eksempel"),
+        Binding("enter", "open", "Åpne", show=False),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Label("", id="empty")
+        yield DataTable(id="plans", cursor_type="row")
+        yield StatusLine(id="status")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        await self.refresh_plans()
+
+    async def refresh_plans(self) -> None:
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        t = app.t
+        table = self.query_one("#plans", DataTable)
+        table.clear(columns=True)
+        table.add_columns(
+            t("municipality"), t("title"), t("phases"), t("pending"), t("conflicts"), t("events")
+        )
+        self.summaries = await app.workspace.summaries()
+        for s in self.summaries:
+            table.add_row(
+                s.municipality,
+                s.title,
+                f"{s.phases_done}/{s.phases}",
+                str(s.pending),
+                str(s.conflicts) if s.conflicts else "",
+                str(s.events),
+                key=s.plan.hex(),
+            )
+        self.query_one("#empty", Label).update("" if self.summaries else t("no_plans"))
+        app.refresh_status()
+
+    @on(DataTable.RowSelected, "#plans")
+    def open_row(self, event: DataTable.RowSelected) -> None:
+        assert event.row_key.value is not None
+        self.app.push_screen(PlanScreen(bytes.fromhex(event.row_key.value)))
+
+    def action_open(self) -> None:
+        table = self.query_one("#plans", DataTable)
+        if self.summaries:
+            self.app.push_screen(PlanScreen(self.summaries[table.cursor_row].plan))
+
+    def action_new_plan(self) -> None:
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        t = app.t
+
+        async def done(values: dict[str, str] | None) -> None:
+            if not values:
+                return
+            try:
+                await app.workspace.new_plan(values["title"], values["municipality"])
+            except EDIT_ERRORS as exc:
+                app.notify(str(exc), severity="error")
+            await self.refresh_plans()
+
+        self.app.push_screen(
+            FormDialog(
+                t("new_plan"),
+                [("municipality", t("municipality")), ("title", t("title"))],
+            ),
+            done,
+        )
+
+    async def action_demo(self) -> None:
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        await app.workspace.add_demo()
+        await self.refresh_plans()
+
+
+class PlanScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Tilbake"),
+        Binding("e", "edit", "Endre"),
+        Binding("a", "add_activity", "Ny aktivitet"),
+        Binding("c", "complete", "Fullfør aktivitet"),
+        Binding("r", "resolve", "Løs konflikt"),
+    ]
+
+    def __init__(self, plan: bytes) -> None:
+        super().__init__()
+        self.plan = plan
+        self.data: dict[str, Any] = {}
+
+    def compose(self) -> ComposeResult:
+        t = self.app.t  # type: ignore[attr-defined]
+        yield Header()
+        with TabbedContent(id="tabs"):
+            with TabPane(t("overview"), id="tab-overview"):
+                yield DataTable(id="overview", cursor_type="row")
+            with TabPane(t("activities"), id="tab-activities"):
+                yield DataTable(id="activities", cursor_type="row")
+            with TabPane(t("actors"), id="tab-actors"):
+                yield DataTable(id="actors", cursor_type="row")
+            with TabPane(t("conflicts"), id="tab-conflicts"):
+                yield DataTable(id="conflicts", cursor_type="row")
+            with TabPane(t("history"), id="tab-history"):
+                yield DataTable(id="history", cursor_type="row")
+        yield StatusLine(id="status")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        await self.reload()
+
+    async def reload(self) -> None:
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        t = app.t
+        self.data = await app.workspace.view(self.plan)
+        f = self.data["fields"]
+        marks = set(self.data.get("plan_conflicts", []))
+        self.sub_title = f"{f.get('municipality', '')} · {f.get('title', '')}"
+        ov = self.query_one("#overview", DataTable)
+        ov.clear(columns=True)
+        ov.add_columns(t("field"), t("value"))
+        for name in PLAN_FIELDS:
+            mark = " ⚠" if name in marks else ""
+            ov.add_row(t(f"field_{name}") + mark, _text(f.get(name)), key=name)
+        phases = {p["id"]: p["fields"].get("title", "") for p in self.data["phases"]}
+        act = self.query_one("#activities", DataTable)
+        act.clear(columns=True)
+        act.add_columns(t("phase"), t("title"), t("kind"), t("date"), t("responsible"), t("status"))
+        for a in self.data["activities"]:
+            af = a["fields"]
+            mark = " ⚠" if a.get("conflicts") else ""
+            act.add_row(
+                phases.get(af.get("phase") or "", "–"),
+                _text(af.get("title")) + mark,
+                _text(af.get("kind")),
+                _text(af.get("date")),
+                _text(af.get("responsible")),
+                _text(af.get("status")),
+                key=a["id"],
+            )
+        actors = self.query_one("#actors", DataTable)
+        actors.clear(columns=True)
+        actors.add_columns(t("title"), "must/should/can", "influence", "interest", "stance")
+        for a in self.data["actors"]:
+            af = a["fields"]
+            actors.add_row(
+                _text(af.get("name")),
+                _text(af.get("participation")),
+                _text(af.get("influence")),
+                _text(af.get("interest")),
+                _text(af.get("stance")),
+                key=a["id"],
+            )
+        conf = self.query_one("#conflicts", DataTable)
+        conf.clear(columns=True)
+        conf.add_columns(t("what"), t("value"), t("who"))
+        for i, c in enumerate(self.data["conflicts"]):
+            values = " | ".join(_text(v["value"]) for v in c["values"])
+            who = ", ".join(
+                app.workspace.names.get(v["author"], v["author"][:8]) for v in c["values"]
+            )
+            conf.add_row(f"{c['kind']} · {c['field']}", values, who, key=str(i))
+        hist = self.query_one("#history", DataTable)
+        hist.clear(columns=True)
+        hist.add_columns(t("when"), t("who"), t("what"), t("value"))
+        for row in reversed(await app.workspace.history(self.plan)):
+            who = app.workspace.names.get(row["author"], row["author"][:8])
+            what = row["type"] + (f" · {row['field']}" if row.get("field") else "")
+            hist.add_row(row["time"][:19], who, what, _text(row.get("new"))[:60])
+        app.refresh_status()
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def _active(self) -> str:
+        return self.query_one("#tabs", TabbedContent).active
+
+    def action_edit(self) -> None:
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        if self._active() != "tab-overview":
+            return
+        table = self.query_one("#overview", DataTable)
+        field = PLAN_FIELDS[table.cursor_row]
+        current = self.data["fields"].get(field)
+
+        async def done(text: str | None) -> None:
+            if text is None:
+                return
+            await self._write(app.workspace.set_field(self.plan, "plan", self.plan, field, text))
+
+        self.app.push_screen(
+            EditDialog(app.t(f"field_{field}"), "" if current is None else str(current)), done
+        )
+
+    def action_add_activity(self) -> None:
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        t = app.t
+
+        async def done(values: dict[str, str] | None) -> None:
+            if not values:
+                return
+            texts = {k: v for k, v in values.items() if v.strip()}
+            await self._write(app.workspace.add(self.plan, "activity", texts))
+
+        self.app.push_screen(
+            FormDialog(
+                t("add"),
+                [
+                    ("title", t("title")),
+                    ("kind", t("kind")),
+                    ("date", t("date")),
+                    ("responsible", t("responsible")),
+                ],
+            ),
+            done,
+        )
+
+    async def action_complete(self) -> None:
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        if self._active() != "tab-activities" or not self.data.get("activities"):
+            return
+        table = self.query_one("#activities", DataTable)
+        activity = bytes.fromhex(self.data["activities"][table.cursor_row]["id"])
+        await self._write(
+            app.workspace.set_field(self.plan, "activity", activity, "status", "done")
+        )
+
+    def action_resolve(self) -> None:
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        found = self.data.get("conflicts", [])
+        if not found:
+            return
+        index = 0
+        if self._active() == "tab-conflicts":
+            index = self.query_one("#conflicts", DataTable).cursor_row
+        conflict = found[index]
+
+        async def done(choice: Any) -> None:
+            if choice is None:
+                return
+            how, value = choice
+            entity = bytes.fromhex(conflict["entity"])
+            if how == "text":
+                from tui_client.cli_plan import typed_values
+
+                state = await app.workspace.state(self.plan)
+                value = typed_values(state, conflict["kind"], {conflict["field"]: value})[
+                    conflict["field"]
+                ]
+            await self._write(
+                app.workspace.resolve(self.plan, conflict["kind"], entity, conflict["field"], value)
+            )
+
+        self.app.push_screen(ResolveDialog(conflict, app.workspace.names), done)
+
+    async def _write(self, edit: Any) -> None:
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        try:
+            event = await edit
+        except EDIT_ERRORS as exc:
+            app.notify(str(exc), severity="error")
+            return
+        app.notify(app.t("saved", event=event.id.hex()[:12]))
+        app.local_change()
+        await self.reload()
+
+
+# --- the app -------------------------------------------------------------------------------------
+
+
+class ViddaApp(App[None]):
+    TITLE = "vidda"
+    CSS = """
+    #dialog { width: 80; height: auto; padding: 1 2; border: thick $accent; background: $surface; }
+    EditDialog, FormDialog, ResolveDialog { align: center middle; }
+    #status { dock: bottom; height: 1; background: $panel; color: $text; padding: 0 1; }
+    #empty { padding: 1 2; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Avslutt"),
+        Binding("l", "language", "English/Norsk"),
+        Binding("f1", "help", "Hjelp"),
+        Binding("s", "sync_now", "Synk nå"),
+    ]
+    pending: reactive[int] = reactive(0)
+
+    def __init__(self, home: Home, *, lang: str = "nb", sync: bool = True) -> None:
+        super().__init__()
+        self.home = home
+        self.t = Translator(lang)
+        self.workspace: Workspace
+        self.sync_status: SyncStatus | None = None
+        self._engine: Any = None
+        self._sync = sync
+
+    async def on_mount(self) -> None:
+        self.title = self.t("app_title")
+        self.theme = "textual-light"
+        self.workspace = await Workspace.open(self.home)
+        self.pending = await self.workspace.pending()
+        await self.push_screen(PlansScreen())
+        if self._sync and self.home.profile().server_url:
+            self.run_sync()
+
+    async def on_unmount(self) -> None:
+        if self._engine is not None:
+            self._engine.stop()
+        await self.workspace.close()
+
+    def refresh_status(self) -> None:
+        for line in self.screen.query(StatusLine):
+            line.render_status(self)
+
+    # --- sync in the background ------------------------------------------------------------
+
+    @work(exclusive=True, group="sync")
+    async def run_sync(self) -> None:
+        from tui_client.sync_engine import SyncEngine
+
+        url = self.home.profile().server_url
+        if not url:
+            return
+        engine = SyncEngine(
+            self.workspace.log, self.home.signer(), url, on_status=self._on_sync_status
+        )
+        self._engine = engine
+        await engine.run()
+
+    def _on_sync_status(self, status: SyncStatus) -> None:
+        before = self.sync_status.received if self.sync_status else 0
+        self.sync_status = status
+        self.refresh_status()
+        if status.received != before:
+            self.call_later(self._after_receive)
+
+    async def _after_receive(self) -> None:
+        await self.workspace.ingested()
+        screen = self.screen
+        if isinstance(screen, PlanScreen | PlansScreen):
+            await screen.reload() if isinstance(
+                screen, PlanScreen
+            ) else await screen.refresh_plans()
+
+    def local_change(self) -> None:
+        if self._engine is not None:
+            self._engine.local_change()
+
+    def action_sync_now(self) -> None:
+        self.local_change()
+
+    # --- language and help -----------------------------------------------------------------
+
+    async def action_language(self) -> None:
+        self.t.toggle()
+        self.title = self.t("app_title")
+        screen = self.screen
+        if isinstance(screen, PlansScreen):
+            await screen.refresh_plans()
+        elif isinstance(screen, PlanScreen):
+            await screen.reload()
+
+    def action_help(self) -> None:
+        self.action_show_help_panel()
