@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Input, Label
 
 from core.events.bodies import ConflictResolved, PlanDetailsRevised
 from core.store.event_log import EventLog
@@ -127,3 +127,86 @@ async def test_a_conflict_is_marked_and_resolved_with_a_picked_value(home: Home)
         events = await _events(home, plan)
         assert isinstance(events[-1].body, ConflictResolved)
         assert screen.data["conflicts"] == []
+
+
+async def test_needs_are_added_and_moved_between_phases_like_on_the_tablecloth(
+    home: Home,
+) -> None:
+    app = ViddaApp(home, sync=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("n")
+        await pilot.pause()
+        app.screen.query_one("#f_municipality", Input).value = "Nesseby"
+        app.screen.query_one("#f_title", Input).value = "Unjárga 2030"
+        await pilot.click("#save")
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, PlanScreen)
+        screen.query_one("#tabs").active = "tab-phases"
+        await pilot.pause()
+        first, second = (p["id"] for p in screen.data["phases"][:2])
+        await pilot.press("k")  # a knowledge need under the first phase
+        await pilot.pause()
+        app.screen.query_one("#value", Input).value = "Hva bruker ungdom sentrum til?"
+        await pilot.press("enter")
+        await pilot.pause()
+        (need,) = screen.data["needs"]
+        assert need["fields"]["phase"] == first and need["fields"]["kind"] == "knowledge"
+        table = screen.query_one("#phases", DataTable)
+        table.move_cursor(row=screen.phase_rows.index(("need", need["id"])))
+        await pilot.press("greater_than_sign")
+        await pilot.pause()
+        assert screen.data["needs"][0]["fields"]["phase"] == second
+        events = await _events(home, screen.plan)
+        assert events[-1].type == "NeedMoved"
+
+
+async def test_step_through_history_shows_the_plan_as_it_was(home: Home) -> None:
+    app = ViddaApp(home, sync=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("d")
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, PlanScreen)
+        await pilot.press("e")
+        await pilot.pause()
+        app.screen.query_one("#value", Input).value = "Ny tittel"
+        await pilot.press("enter")
+        await pilot.pause()
+        screen.query_one("#tabs").active = "tab-history"
+        await pilot.pause()
+        await pilot.press("t")  # the newest event: the plan as it is now
+        await pilot.pause()
+        asof = app.screen
+        assert asof.data["fields"]["title"] == "Ny tittel"
+        await pilot.press("left_square_bracket")  # one event back: the old title
+        await pilot.pause()
+        assert asof.data["fields"]["title"] == "Et samlet Aure med et sentrum alle er stolte av"
+        await pilot.press("right_square_bracket")
+        await pilot.pause()
+        assert asof.data["fields"]["title"] == "Ny tittel"
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is screen
+
+
+async def test_settings_remember_the_server_and_refuse_a_bad_address(home: Home) -> None:
+    app = ViddaApp(home, sync=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("f2")
+        await pilot.pause()
+        url = app.screen.query_one("#url", Input)
+        url.focus()
+        url.value = "http://wrong"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert home.profile().server_url is None
+        assert "ws://" in str(app.screen.query_one("#error", Label).render())
+        url.value = "ws://127.0.0.1:9"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert home.profile().server_url == "ws://127.0.0.1:9"

@@ -33,7 +33,9 @@ from core.commands.edits import EditError
 from core.events.envelope import EventError
 from core.events.ids import IdError
 from core.events.schema import FieldError
+from core.projections.plan_view import view
 from core.replication.client import SyncStatus
+from core.store.time_travel import state_as_of
 from tui_client.home import Home, HomeError
 from tui_client.tui.i18n import Translator
 from tui_client.tui.workspace import Workspace
@@ -279,6 +281,11 @@ class PlanScreen(Screen[None]):
         Binding("a", "add_activity", "Ny aktivitet"),
         Binding("c", "complete", "Fullfør aktivitet"),
         Binding("r", "resolve", "Løs konflikt"),
+        Binding("k", "add_need('knowledge')", "Kunnskapsbehov"),
+        Binding("p", "add_need('process')", "Prosessbehov"),
+        Binding("greater_than_sign", "move_need(1)", "Behov →"),
+        Binding("less_than_sign", "move_need(-1)", "← Behov"),
+        Binding("t", "time_travel", "Planen da"),
     ]
 
     def __init__(self, plan: bytes) -> None:
@@ -292,6 +299,8 @@ class PlanScreen(Screen[None]):
         with TabbedContent(id="tabs"):
             with TabPane(t("overview"), id="tab-overview"):
                 yield DataTable(id="overview", cursor_type="row")
+            with TabPane(t("phases"), id="tab-phases"):
+                yield DataTable(id="phases", cursor_type="row")
             with TabPane(t("activities"), id="tab-activities"):
                 yield DataTable(id="activities", cursor_type="row")
             with TabPane(t("actors"), id="tab-actors"):
@@ -319,7 +328,30 @@ class PlanScreen(Screen[None]):
         for name in PLAN_FIELDS:
             mark = " ⚠" if name in marks else ""
             ov.add_row(t(f"field_{name}") + mark, _text(f.get(name)), key=name)
-        phases = {p["id"]: p["fields"].get("title", "") for p in self.data["phases"]}
+        phases = {p["id"]: p["fields"].get("name", "") for p in self.data["phases"]}
+        self.phase_rows: list[tuple[str, str]] = []  # (kind, id) per row of the phases table
+        ph = self.query_one("#phases", DataTable)
+        ph.clear(columns=True)
+        ph.add_columns(t("phase"), t("status"), t("planned"), t("actual"))
+        for number, phase in enumerate(self.data["phases"], 1):
+            pf = phase["fields"]
+            ph.add_row(
+                f"{number}. {_text(pf.get('name'))}" + (" ⚠" if phase.get("conflicts") else ""),
+                _text(pf.get("status")),
+                f"{_text(pf.get('planned_start'))} → {_text(pf.get('planned_end'))}",
+                f"{_text(pf.get('actual_start'))} → {_text(pf.get('actual_end'))}",
+            )
+            self.phase_rows.append(("phase", phase["id"]))
+            for need in self.data["needs"]:
+                nf = need["fields"]
+                if nf.get("phase") == phase["id"]:
+                    ph.add_row(
+                        f"    {t('need_' + str(nf.get('kind')))}: {_text(nf.get('text'))}",
+                        _text(nf.get("status")),
+                        "",
+                        "",
+                    )
+                    self.phase_rows.append(("need", need["id"]))
         act = self.query_one("#activities", DataTable)
         act.clear(columns=True)
         act.add_columns(t("phase"), t("title"), t("kind"), t("date"), t("responsible"), t("status"))
@@ -360,7 +392,8 @@ class PlanScreen(Screen[None]):
         hist = self.query_one("#history", DataTable)
         hist.clear(columns=True)
         hist.add_columns(t("when"), t("who"), t("what"), t("value"))
-        for row in reversed(await app.workspace.history(self.plan)):
+        self.history_rows = list(reversed(await app.workspace.history(self.plan)))
+        for row in self.history_rows:
             who = app.workspace.names.get(row["author"], row["author"][:8])
             what = row["type"] + (f" · {row['field']}" if row.get("field") else "")
             hist.add_row(row["time"][:19], who, what, _text(row.get("new"))[:60])
@@ -374,20 +407,88 @@ class PlanScreen(Screen[None]):
 
     def action_edit(self) -> None:
         app: ViddaApp = self.app  # type: ignore[assignment]
-        if self._active() != "tab-overview":
+        active = self._active()
+        if active == "tab-overview":
+            row = self.query_one("#overview", DataTable).cursor_row
+            kind, entity, field = "plan", self.plan, PLAN_FIELDS[row]
+            current = self.data["fields"].get(field)
+        elif active == "tab-phases" and self.phase_rows:
+            row = self.query_one("#phases", DataTable).cursor_row
+            kind, hex_id = self.phase_rows[row]
+            entity = bytes.fromhex(hex_id)
+            field = "status" if kind == "phase" else "text"
+            current = self._entity(kind, hex_id)["fields"].get(field)
+        elif active == "tab-activities" and self.data.get("activities"):
+            row = self.query_one("#activities", DataTable).cursor_row
+            activity = self.data["activities"][row]
+            kind, entity, field = "activity", bytes.fromhex(activity["id"]), "title"
+            current = activity["fields"].get("title")
+        else:
             return
-        table = self.query_one("#overview", DataTable)
-        field = PLAN_FIELDS[table.cursor_row]
-        current = self.data["fields"].get(field)
 
         async def done(text: str | None) -> None:
             if text is None:
                 return
-            await self._write(app.workspace.set_field(self.plan, "plan", self.plan, field, text))
+            await self._write(app.workspace.set_field(self.plan, kind, entity, field, text))
 
-        self.app.push_screen(
-            EditDialog(app.t(f"field_{field}"), "" if current is None else str(current)), done
-        )
+        label = app.t(f"field_{field}")
+        self.app.push_screen(EditDialog(label, "" if current is None else str(current)), done)
+
+    def _entity(self, kind: str, hex_id: str) -> dict[str, Any]:
+        group = {"phase": "phases", "need": "needs", "activity": "activities"}[kind]
+        return next(e for e in self.data[group] if e["id"] == hex_id)
+
+    def _current_phase(self) -> str | None:
+        """The phase of the selected row of the phases table."""
+        if not self.phase_rows:
+            return None
+        row = self.query_one("#phases", DataTable).cursor_row
+        kind, hex_id = self.phase_rows[row]
+        if kind == "phase":
+            return hex_id
+        phase = self._entity("need", hex_id)["fields"].get("phase")
+        return str(phase) if phase else None
+
+    def action_add_need(self, kind: str) -> None:
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        if self._active() != "tab-phases":
+            return
+        phase = self._current_phase()
+
+        async def done(text: str | None) -> None:
+            if not text:
+                return
+            texts = {"kind": kind, "text": text}
+            if phase:
+                texts["phase"] = phase
+            await self._write(app.workspace.add(self.plan, "need", texts))
+
+        self.app.push_screen(EditDialog(app.t(f"need_{kind}"), ""), done)
+
+    async def action_move_need(self, step: int) -> None:
+        """The tablecloth: move the selected need to the next or previous phase."""
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        if self._active() != "tab-phases" or not self.phase_rows:
+            return
+        row = self.query_one("#phases", DataTable).cursor_row
+        kind, hex_id = self.phase_rows[row]
+        if kind != "need":
+            return
+        order = [p["id"] for p in self.data["phases"]]
+        here = self._entity("need", hex_id)["fields"].get("phase")
+        index = order.index(here) if here in order else -1
+        target = index + step
+        if not 0 <= target < len(order):
+            return
+        need = bytes.fromhex(hex_id)
+        await self._write(app.workspace.set_field(self.plan, "need", need, "phase", order[target]))
+
+    def action_time_travel(self) -> None:
+        """The whole plan as it was after the selected history event."""
+        if self._active() != "tab-history" or not self.history_rows:
+            return
+        row = self.query_one("#history", DataTable).cursor_row
+        self.app.push_screen(AsOfScreen(self.plan, self.history_rows, row))
 
     def action_add_activity(self) -> None:
         app: ViddaApp = self.app  # type: ignore[assignment]
@@ -462,6 +563,101 @@ class PlanScreen(Screen[None]):
         await self.reload()
 
 
+class AsOfScreen(Screen[None]):
+    """Step through time: the plan as it was after one event of its history.
+    `[` one event back, `]` one forward, Escape back to the present."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Nå"),
+        Binding("left_square_bracket", "step(1)", "← Hendelse"),
+        Binding("right_square_bracket", "step(-1)", "Hendelse →"),
+    ]
+
+    def __init__(self, plan: bytes, rows: list[dict[str, Any]], index: int) -> None:
+        super().__init__()
+        self.plan, self.rows, self.index = plan, rows, index  # rows: newest first
+        self.data: dict[str, Any] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Label("", id="when")
+        yield DataTable(id="asof", cursor_type="row")
+        yield StatusLine(id="status")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        await self.show()
+
+    async def show(self) -> None:
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        t = app.t
+        row = self.rows[self.index]
+        key = (int(row["hlc"]), bytes.fromhex(row["author"]), int(row["seq"]))
+        state = await state_as_of(app.workspace.log, self.plan, key)
+        self.data = view(state)
+        who = app.workspace.names.get(row["author"], row["author"][:8])
+        self.query_one("#when", Label).update(
+            f"{t('as_of')} {row['time'][:19]} · {who} · {row['type']} "
+            f"({len(self.rows) - self.index}/{len(self.rows)})"
+        )
+        table = self.query_one("#asof", DataTable)
+        table.clear(columns=True)
+        table.add_columns(t("field"), t("value"))
+        for name in PLAN_FIELDS:
+            table.add_row(t(f"field_{name}"), _text(self.data["fields"].get(name)), key=name)
+        for group in ("phases", "activities", "actors"):
+            table.add_row(t(group), str(len(self.data[group])), key=group)
+        app.refresh_status()
+
+    async def action_step(self, delta: int) -> None:
+        target = self.index + delta
+        if 0 <= target < len(self.rows):
+            self.index = target
+            await self.show()
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+
+class SettingsScreen(ModalScreen[None]):
+    """The server to sync with, and who this device is."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def compose(self) -> ComposeResult:
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        t = app.t
+        prof = app.home.profile()
+        with Vertical(id="dialog"):
+            yield Label(t("settings"))
+            yield Label(f"{t('your_name')}: {prof.name}")
+            yield Label(f"{t('device')}: {prof.device}")
+            yield Label(f"{t('workspace')}: {prof.workspace}")
+            yield Label(t("server_url"))
+            yield Input(value=prof.server_url or "", placeholder="ws://127.0.0.1:8765", id="url")
+            yield Label("", id="error")
+            yield Button(t("save"), variant="primary", id="save")
+            yield Button(t("cancel"), id="cancel")
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#save")
+    def save(self) -> None:
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        url = self.query_one("#url", Input).value.strip()
+        if url and not url.startswith(("ws://", "wss://")):
+            self.query_one("#error", Label).update(app.t("bad_url"))
+            return
+        prof = app.home.profile()
+        prof.server_url = url or None
+        app.home.save_profile(prof)
+        app.restart_sync()
+        self.dismiss(None)
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
 # --- the app -------------------------------------------------------------------------------------
 
 
@@ -478,6 +674,7 @@ class ViddaApp(App[None]):
         Binding("l", "language", "English/Norsk"),
         Binding("f1", "help", "Hjelp"),
         Binding("s", "sync_now", "Synk nå"),
+        Binding("f2", "settings", "Innstillinger"),
     ]
     pending: reactive[int] = reactive(0)
 
@@ -537,6 +734,18 @@ class ViddaApp(App[None]):
             await screen.reload() if isinstance(
                 screen, PlanScreen
             ) else await screen.refresh_plans()
+
+    def restart_sync(self) -> None:
+        if self._engine is not None:
+            self._engine.stop()
+            self._engine = None
+        self.sync_status = None
+        if self._sync and self.home.profile().server_url:
+            self.run_sync()
+        self.refresh_status()
+
+    def action_settings(self) -> None:
+        self.push_screen(SettingsScreen())
 
     def local_change(self) -> None:
         if self._engine is not None:
