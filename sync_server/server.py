@@ -348,7 +348,11 @@ async def run_server(
                 ready(server)
             _log(
                 "serving",
-                {"workspace": config.workspace, "server_id": config.server_id, "port": port},
+                {
+                    "workspace": config.workspace,
+                    "server_id": config.server_id,
+                    "port": server.sockets[0].getsockname()[1] if server.sockets else port,
+                },
             )
             await stop.wait()
             _log("shutting down", {"connections": app.connections})

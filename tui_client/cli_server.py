@@ -7,7 +7,6 @@ when one of these commands runs: the rest of the client never loads it.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -84,5 +83,4 @@ async def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
         )
     except (ServerConfigError, ValueError) as exc:
         raise HomeError(str(exc)) from None
-    print("stopped", file=sys.stderr)
     return 0

@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -46,6 +47,7 @@ class SyncEngine:
         self.poll_seconds = poll_seconds
         self.open_timeout = open_timeout
         self.attempts = 0
+        self._connected = False
         self.admins: list[bytes] = []  # the workspace's admin keys, from the server
         self._stop = asyncio.Event()
         self._changed = asyncio.Event()
@@ -73,7 +75,7 @@ class SyncEngine:
         """Connect, exchange until both sides are caught up, leave."""
         try:
             async with asyncio.timeout(timeout):
-                await self._connection(live=False)
+                await self._stoppable(self._connection(live=False))
         except TimeoutError:
             self.status.state, self.status.error = "error", f"no progress within {timeout:.0f} s"
         except (OSError, InvalidHandshake, InvalidURI, ConnectionClosed) as exc:
@@ -89,7 +91,7 @@ class SyncEngine:
         await self.refresh_pending()
         while not self._stop.is_set():
             try:
-                await self._connection(live=True)
+                await self._stoppable(self._connection(live=True))
                 self.attempts = 0 if self.status.state != "refused" else self.attempts + 1
             except (OSError, InvalidHandshake, InvalidURI, ConnectionClosed, TimeoutError) as exc:
                 self.status.error = _describe(exc)
@@ -104,10 +106,26 @@ class SyncEngine:
                     await self._stop.wait()
         self._report("offline")
 
+    async def _stoppable(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run one connection; `stop()` while it is still connecting cancels
+        it (nothing is written before the handshake), once connected the
+        connection itself notices and leaves cleanly."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done() and not self._connected:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        finally:
+            stop.cancel()
+
     # --- the connection -----------------------------------------------------------------------
 
     async def _connection(self, *, live: bool) -> None:
         self._report("connecting")
+        self._connected = False
         async with connect(
             self.url,
             max_size=m.MAX_FRAME_BYTES,
@@ -116,21 +134,45 @@ class SyncEngine:
             ping_interval=20,
             ping_timeout=20,
         ) as ws:
-            session = ClientSession(self.log, self.signer, self.status)
-            self.status.error = ""
-            await self._flush(ws, session)
+            self._connected = True
+            try:
+                await self._exchange(ws, live=live)
+            finally:
+                self._connected = False
+
+    async def _exchange(self, ws: ClientConnection, *, live: bool) -> None:
+        session = ClientSession(self.log, self.signer, self.status)
+        self.status.error = ""
+        await self._flush(ws, session)
+        receiving: asyncio.Future[Any] | None = None
+        next_poll = time.monotonic() + self.poll_seconds
+        try:
             while not session.closed and not self._stop.is_set():
                 if not live and session.idle:
                     if await session.push_new() == 0:
                         break  # caught up both ways
                     await self._flush(ws, session)
                     continue
-                try:
-                    async with asyncio.timeout(self.poll_seconds if live else None):
-                        frame = await ws.recv()
-                except TimeoutError:
-                    frame = None
-                if frame is not None:
+                if receiving is None:
+                    receiving = asyncio.ensure_future(ws.recv())
+                # Wake for a frame, stop(), and when live for a local edit or
+                # the poll tick (however busy the socket is).
+                waiters: set[asyncio.Future[Any]] = {
+                    receiving,
+                    asyncio.ensure_future(self._stop.wait()),
+                }
+                timeout = None
+                if live:
+                    waiters.add(asyncio.ensure_future(self._changed.wait()))
+                    timeout = max(0.0, next_poll - time.monotonic())
+                done, _ = await asyncio.wait(
+                    waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                for waiter in waiters - {receiving}:
+                    waiter.cancel()
+                if receiving in done:
+                    frame = receiving.result()  # raises ConnectionClosed when the link went
+                    receiving = None
                     try:
                         message = m.decode_from_server(frame)
                     except m.ProtocolError as exc:
@@ -142,17 +184,24 @@ class SyncEngine:
                     if isinstance(message, m.Acked):
                         await self.refresh_pending()
                     self._report()
-                if live and (self._changed.is_set() or frame is None) and session.ready:
+                if live and time.monotonic() >= next_poll:
+                    next_poll = time.monotonic() + self.poll_seconds
+                    self._changed.set()  # other processes may have written: look
+                if live and self._changed.is_set() and session.ready:
                     self._changed.clear()
                     if await session.push_new():
                         self._report()
                 await self._flush(ws, session)
-            if session.ready:
-                session.conn.send(m.Bye())
+        finally:
+            if receiving is not None:
+                receiving.cancel()
+        if session.ready:
+            session.conn.send(m.Bye())
+            with contextlib.suppress(ConnectionClosed):
                 await self._flush(ws, session)
-            if session.idle and session.conn.refusal is None:
-                self.status.state = "up_to_date"
-                self.status.last_synced_ms = int(time.time() * 1000)
+        if session.idle and session.conn.refusal is None:
+            self.status.state = "up_to_date"
+            self.status.last_synced_ms = int(time.time() * 1000)
 
     async def _flush(self, ws: ClientConnection, session: ClientSession) -> None:
         for message in session.outgoing():
@@ -163,7 +212,8 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, ConnectionClosed):
         rcvd = exc.rcvd
         if rcvd is not None:
-            return f"connection closed by the server ({rcvd.code} {rcvd.reason})".strip()
+            reason = f" {rcvd.reason}" if rcvd.reason else ""
+            return f"connection closed by the server ({rcvd.code}{reason})"
         return "connection lost"
     if isinstance(exc, TimeoutError):
         return "timed out"
