@@ -120,6 +120,10 @@ class SyncEngine:
                 await task
         finally:
             stop.cancel()
+            if not task.done():  # we were cancelled ourselves: take the connection along
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
     # --- the connection -----------------------------------------------------------------------
 

@@ -166,6 +166,10 @@ class ClientSession:
                     )
                 ]
             )
+        if plan not in self.catching_up and plan not in self.server_has:
+            # Live events of a plan someone created after we subscribed.
+            await self._subscribe_more([plan])
+            return
         if not message.more and plan in self.catching_up:
             self.catching_up.discard(plan)
             theirs = message.vector.get(self.me.hex(), 0)
@@ -179,13 +183,28 @@ class ClientSession:
         if not self.ready:
             return 0
         sent = 0
+        new = []
         for plan, _ in await self.log.plans(membership=True):
-            if plan not in self.catching_up:
-                if plan not in self.server_has:
-                    self.server_has[plan] = 0  # a plan made since we subscribed
-                    self._sent_upto.setdefault(plan, 0)
+            if plan in self.catching_up:
+                continue
+            if plan not in self.server_has:
+                new.append(plan)  # made here since we subscribed
+            else:
                 sent += await self._push(plan)
+        await self._subscribe_more(new)
         return sent
+
+    async def _subscribe_more(self, plans: list[bytes]) -> None:
+        """Subscribe to plans met after the first subscribe: the server
+        catches us up on them, keeps us live, and its vector says what to push."""
+        if not plans:
+            return
+        wants = []
+        for plan in plans:
+            vector = {d.hex(): s for d, s in (await self.log.vector(plan)).items()}
+            wants.append(PlanWant(plan=plan, vector=vector))
+            self.catching_up.add(plan)
+        self.conn.send(Subscribe(plans=wants))
 
     async def _push(self, plan: bytes) -> int:
         after = self._sent_upto.get(plan, 0)

@@ -89,6 +89,7 @@ class Hub:
         self.membership = Membership(self.workspace, admins)
         self.plans: set[bytes] = set()
         self.subscribers: dict[bytes, set[HubSession]] = defaultdict(set)
+        self.live_sessions: set[HubSession] = set()  # subscribed at least once
         self.stats = HubStats()
         self._fanned_rx = 0
 
@@ -250,13 +251,20 @@ class Hub:
         for rx, plan, raw in rows:
             by_plan[plan].append((rx, raw))
         for plan, items in by_plan.items():
-            for session in list(self.subscribers.get(plan, ())):
+            subscribed = self.subscribers[plan]
+            # A plan new to a live session (someone created it after the
+            # session subscribed): it gets it too, and catches up on it.
+            for session in self.live_sessions - subscribed:
+                if session.device and self.membership.may_read(session.device, plan):
+                    subscribed.add(session)
+            for session in list(subscribed):
                 if session is not exclude:
                     session.live(plan, items)
 
     # --- catch-up ---------------------------------------------------------------------------
 
     async def catch_up(self, session: HubSession, message: Subscribe) -> None:
+        self.live_sessions.add(session)
         for want in message.plans:
             plan = want.plan
             if session.device is None or not self.membership.may_read(session.device, plan):
@@ -328,6 +336,7 @@ class Hub:
             yield [(top, raw) for raw in batch]  # vector order: no cursor before the end
 
     def drop(self, session: HubSession) -> None:
+        self.live_sessions.discard(session)
         for subs in self.subscribers.values():
             subs.discard(session)
 

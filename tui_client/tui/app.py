@@ -8,10 +8,11 @@ is always visible in the status line. `l` switches Bokmål/English.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, ClassVar
 
-from textual import on, work
+from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
@@ -650,7 +651,7 @@ class SettingsScreen(ModalScreen[None]):
         prof = app.home.profile()
         prof.server_url = url or None
         app.home.save_profile(prof)
-        app.restart_sync()
+        app.call_later(app.restart_sync)
         self.dismiss(None)
 
     @on(Button.Pressed, "#cancel")
@@ -685,6 +686,8 @@ class ViddaApp(App[None]):
         self.workspace: Workspace
         self.sync_status: SyncStatus | None = None
         self._engine: Any = None
+        self._sync_task: asyncio.Task[None] | None = None
+        self._received = 0  # events the engine had received when we last looked
         self._sync = sync
 
     async def on_mount(self) -> None:
@@ -697,9 +700,22 @@ class ViddaApp(App[None]):
             self.run_sync()
 
     async def on_unmount(self) -> None:
+        await self._stop_sync()
+        await self.workspace.close()
+
+    async def _stop_sync(self) -> None:
+        """Stop the engine and wait for it: nothing is cut off mid-write."""
         if self._engine is not None:
             self._engine.stop()
-        await self.workspace.close()
+        task, self._sync_task = self._sync_task, None
+        if task is not None:
+            try:
+                async with asyncio.timeout(10):
+                    await task
+            except TimeoutError:
+                task.cancel()
+            except Exception as exc:  # the engine's own failure: shown, not raised at exit
+                self.log.error(f"sync engine: {exc!r}")
 
     def refresh_status(self) -> None:
         for line in self.screen.query(StatusLine):
@@ -707,24 +723,25 @@ class ViddaApp(App[None]):
 
     # --- sync in the background ------------------------------------------------------------
 
-    @work(exclusive=True, group="sync")
-    async def run_sync(self) -> None:
+    def run_sync(self) -> None:
+        """Start the sync engine in the background (an asyncio task of our
+        own, so it is stopped and awaited before the log closes)."""
         from tui_client.sync_engine import SyncEngine
 
         url = self.home.profile().server_url
-        if not url:
+        if not url or self._sync_task is not None:
             return
         engine = SyncEngine(
             self.workspace.log, self.home.signer(), url, on_status=self._on_sync_status
         )
         self._engine = engine
-        await engine.run()
+        self._sync_task = asyncio.create_task(engine.run())
 
     def _on_sync_status(self, status: SyncStatus) -> None:
-        before = self.sync_status.received if self.sync_status else 0
         self.sync_status = status
         self.refresh_status()
-        if status.received != before:
+        if status.received != self._received:
+            self._received = status.received
             self.call_later(self._after_receive)
 
     async def _after_receive(self) -> None:
@@ -735,10 +752,9 @@ class ViddaApp(App[None]):
                 screen, PlanScreen
             ) else await screen.refresh_plans()
 
-    def restart_sync(self) -> None:
-        if self._engine is not None:
-            self._engine.stop()
-            self._engine = None
+    async def restart_sync(self) -> None:
+        await self._stop_sync()
+        self._engine = None
         self.sync_status = None
         if self._sync and self.home.profile().server_url:
             self.run_sync()

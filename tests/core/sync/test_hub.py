@@ -263,3 +263,27 @@ async def test_two_events_for_one_seq_on_two_connections_at_once_one_stored_one_
     for log in [*logs, admin_log, hub.log, twin]:
         await log.close()
     del admin
+
+
+async def test_a_live_device_gets_plans_created_after_it_subscribed(tmp_path: Path) -> None:
+    """Both connected first; then each creates a plan. The other's plan
+    reaches each device live, and each device's new plan is pushed."""
+    ws, hub, admin, admin_log, keys, logs = await _setup(tmp_path)
+    links = [Link(hub, log, key) for log, key in zip(logs, keys, strict=True)]
+    for link in links:
+        await link.run()
+    plans = []
+    for log, key, link in zip(logs, keys, links, strict=True):
+        plan = new_uuid7()
+        plans.append(plan)
+        await _fill(log, key, plan, 3)
+        await link.client.push_new()
+        await link.run()
+    for link in links:
+        await link.run()
+    for plan in plans:
+        vectors = [await log.vector(plan) for log in (*logs, hub.log)]
+        assert vectors[0] == vectors[1] == vectors[2] != {}
+    for log in [*logs, admin_log, hub.log]:
+        await log.close()
+    del ws, admin
