@@ -10,7 +10,7 @@ from textual.widgets import DataTable, Input, Label
 from core.events.bodies import ConflictResolved, PlanDetailsRevised
 from core.store.event_log import EventLog
 from tui_client.home import Home
-from tui_client.tui.app import PLAN_FIELDS, PlanScreen, PlansScreen, ViddaApp
+from tui_client.tui.app import PLAN_FIELDS, PlanScreen, PlansScreen, ViddaApp, actor_grid
 
 PASS = "tui-test"
 
@@ -20,6 +20,13 @@ async def home(tmp_path: Path) -> Home:
     h = Home(tmp_path / "kari")
     await h.init("Kari Nordmann", None, passphrase=PASS)
     return h
+
+
+async def _submit(app: ViddaApp, pilot) -> None:  # type: ignore[no-untyped-def]
+    """Enter in a form's last field saves it (as a person would)."""
+    app.screen.query(Input).last().focus()
+    await pilot.press("enter")
+    await pilot.pause()
 
 
 async def _events(home: Home, plan: bytes) -> list:
@@ -77,8 +84,7 @@ async def test_new_plan_add_activity_complete_it_and_switch_language(home: Home)
         app.screen.query_one("#f_title", Input).value = "Gjestebud i Šuoššjávri"
         app.screen.query_one("#f_kind", Input).value = "gjestebud"
         app.screen.query_one("#f_date", Input).value = "2026-12-03"
-        await pilot.click("#save")
-        await pilot.pause()
+        await _submit(app, pilot)
         activities = screen.data["activities"]
         assert [a["fields"]["title"] for a in activities] == ["Gjestebud i Šuoššjávri"]
         screen.query_one("#tabs").active = "tab-activities"
@@ -210,3 +216,70 @@ async def test_settings_remember_the_server_and_refuse_a_bad_address(home: Home)
         await pilot.press("enter")
         await pilot.pause()
         assert home.profile().server_url == "ws://127.0.0.1:9"
+
+
+async def test_actor_analysis_involvement_and_decisions_through_forms(home: Home) -> None:
+    from core.events.bodies import ActorClassified, DecisionRecorded, InvolvementRecorded
+
+    app = ViddaApp(home, sync=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("d")
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, PlanScreen)
+        tabs = screen.query_one("#tabs")
+        tabs.active = "tab-actors"
+        await pilot.pause()
+        before = len(screen.data["actors"])
+        await pilot.press("a")
+        await pilot.pause()
+        form = app.screen
+        form.query_one("#f_name", Input).value = "Sámi nuoraid searvi"
+        form.query_one("#f_type", Input).value = "organisation"
+        form.query_one("#f_category", Input).value = "youth"
+        form.query_one("#f_participation", Input).value = "should"
+        form.query_one("#f_influence", Input).value = "1"
+        form.query_one("#f_interest", Input).value = "3"
+        await _submit(app, pilot)
+        names = [a["fields"]["name"] for a in screen.data["actors"]]
+        assert len(names) == before + 1 and "Sámi nuoraid searvi" in names
+        # Redo the analysis: more influence now. Only the changed field is written.
+        table = screen.query_one("#actors", DataTable)
+        table.move_cursor(row=names.index("Sámi nuoraid searvi"))
+        await pilot.press("e")
+        await pilot.pause()
+        assert app.screen.query_one("#f_influence", Input).value == "1"
+        app.screen.query_one("#f_influence", Input).value = "2"
+        await _submit(app, pilot)
+        events = await _events(home, screen.plan)
+        assert isinstance(events[-1].body, ActorClassified)
+        assert events[-1].body.influence == 2 and events[-1].body.sets() == [("influence", 2)]
+        grid = actor_grid(screen.data["actors"], app.t).splitlines()
+        row_2 = next(line for line in grid if line.startswith("  2 │")).split("│")[1].split()
+        assert row_2[3] != "·"  # someone at influence 2, interest 3
+        cell = next(line for line in grid if line.startswith("  2×3:"))
+        assert "Sámi nuoraid searvi" in cell
+        # Involvement for the first activity, by its number; then a decision.
+        tabs.active = "tab-involvement"
+        await pilot.pause()
+        await pilot.press("a")
+        await pilot.pause()
+        app.screen.query_one("#f_activity", Input).value = "1"
+        app.screen.query_one("#f_category", Input).value = "youth"
+        app.screen.query_one("#f_participants", Input).value = "12"
+        await _submit(app, pilot)
+        body = (await _events(home, screen.plan))[-1].body
+        assert isinstance(body, InvolvementRecorded) and body.participants == 12
+        assert body.activity.hex() == screen.data["activities"][0]["id"]
+        tabs.active = "tab-decisions"
+        await pilot.pause()
+        await pilot.press("a")
+        await pilot.pause()
+        app.screen.query_one("#f_body", Input).value = "council"
+        app.screen.query_one("#f_text", Input).value = "Kommunestyret vedtar planen."
+        app.screen.query_one("#f_case_ref", Input).value = "PS 21/12"
+        await _submit(app, pilot)
+        body = (await _events(home, screen.plan))[-1].body
+        assert isinstance(body, DecisionRecorded) and body.case_ref == "PS 21/12"

@@ -33,7 +33,7 @@ from textual.widgets import (
 from core.commands.edits import EditError
 from core.events.envelope import EventError
 from core.events.ids import IdError
-from core.events.schema import FieldError
+from core.events.schema import ENTITY_FIELDS, FieldError
 from core.projections.plan_view import view
 from core.replication.client import SyncStatus
 from core.store.time_travel import state_as_of
@@ -59,6 +59,57 @@ PLAN_FIELDS = (
     "q_actors",
     "status",
 )
+
+
+# tab id -> (entity kind, columns shown); every field is editable in the form
+ENTITY_TABS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "sub_goals": ("sub_goal", ("text", "due", "status")),
+    "activities": ("activity", ("phase", "title", "kind", "date", "responsible", "status")),
+    "actors": (
+        "actor",
+        ("name", "category", "participation", "influence", "interest", "stance", "bellwether"),
+    ),
+    "involvement": ("involvement", ("activity", "category", "participants")),
+    "decisions": ("decision", ("date", "body", "case_ref", "text")),
+    "notes": ("note", ("text",)),
+}
+
+
+def form_fields(kind: str) -> list[str]:
+    return [f for f in ENTITY_FIELDS[kind] if f != "position"]
+
+
+def _form_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def actor_grid(actors: list[dict[str, Any]], t: Translator) -> str:
+    """Influence (rows, high first) × interest (columns): how many actors sit
+    in each cell, then who they are, cell by cell."""
+    cells: dict[tuple[int, int], list[str]] = {}
+    for a in actors:
+        f = a["fields"]
+        if isinstance(f.get("influence"), int) and isinstance(f.get("interest"), int):
+            name = str(f.get("name", "")) + ("*" if f.get("bellwether") else "")
+            cells.setdefault((f["influence"], f["interest"]), []).append(name)
+    lines = [t("grid_title")]
+    for influence in (3, 2, 1, 0):
+        counts = [
+            str(len(cells.get((influence, i), []))) if cells.get((influence, i)) else "·"
+            for i in range(4)
+        ]
+        lines.append(f"  {influence} │ " + "  ".join(c.rjust(3) for c in counts))
+    lines.append("    └" + "─" * 21)
+    lines.append("       " + "  ".join(str(i).rjust(3) for i in range(4)))
+    for (influence, interest), names in sorted(cells.items(), reverse=True):
+        lines.append(f"  {influence}×{interest}: {', '.join(names)}")
+    return "\n".join(lines)
 
 
 def _text(value: Any) -> str:
@@ -125,9 +176,16 @@ class FormDialog(ModalScreen[dict[str, str] | None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, title: str, fields: list[tuple[str, str]], password: bool = False) -> None:
+    def __init__(
+        self,
+        title: str,
+        fields: list[tuple[str, str]],
+        password: bool = False,
+        values: dict[str, str] | None = None,
+    ) -> None:
         super().__init__()
         self.title_text, self.fields, self.password = title, fields, password
+        self.values = values or {}
 
     def compose(self) -> ComposeResult:
         t = self.app.t  # type: ignore[attr-defined]
@@ -135,7 +193,11 @@ class FormDialog(ModalScreen[dict[str, str] | None]):
             yield Label(self.title_text)
             for name, label in self.fields:
                 yield Label(label)
-                yield Input(id=f"f_{name}", password=self.password and name == "passphrase")
+                yield Input(
+                    value=self.values.get(name, ""),
+                    id=f"f_{name}",
+                    password=self.password and name == "passphrase",
+                )
             yield Button(t("save"), variant="primary", id="save")
             yield Button(t("cancel"), id="cancel")
 
@@ -279,7 +341,7 @@ class PlanScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Tilbake"),
         Binding("e", "edit", "Endre"),
-        Binding("a", "add_activity", "Ny aktivitet"),
+        Binding("a", "add", "Legg til"),
         Binding("c", "complete", "Fullfør aktivitet"),
         Binding("r", "resolve", "Løs konflikt"),
         Binding("k", "add_need('knowledge')", "Kunnskapsbehov"),
@@ -302,10 +364,11 @@ class PlanScreen(Screen[None]):
                 yield DataTable(id="overview", cursor_type="row")
             with TabPane(t("phases"), id="tab-phases"):
                 yield DataTable(id="phases", cursor_type="row")
-            with TabPane(t("activities"), id="tab-activities"):
-                yield DataTable(id="activities", cursor_type="row")
-            with TabPane(t("actors"), id="tab-actors"):
-                yield DataTable(id="actors", cursor_type="row")
+            for group, (_kind, _cols) in ENTITY_TABS.items():
+                with TabPane(t(group), id=f"tab-{group}"):
+                    yield DataTable(id=group, cursor_type="row")
+                    if group == "actors":
+                        yield Static(id="actor-grid")
             with TabPane(t("conflicts"), id="tab-conflicts"):
                 yield DataTable(id="conflicts", cursor_type="row")
             with TabPane(t("history"), id="tab-history"):
@@ -353,34 +416,25 @@ class PlanScreen(Screen[None]):
                         "",
                     )
                     self.phase_rows.append(("need", need["id"]))
-        act = self.query_one("#activities", DataTable)
-        act.clear(columns=True)
-        act.add_columns(t("phase"), t("title"), t("kind"), t("date"), t("responsible"), t("status"))
-        for a in self.data["activities"]:
-            af = a["fields"]
-            mark = " ⚠" if a.get("conflicts") else ""
-            act.add_row(
-                phases.get(af.get("phase") or "", "–"),
-                _text(af.get("title")) + mark,
-                _text(af.get("kind")),
-                _text(af.get("date")),
-                _text(af.get("responsible")),
-                _text(af.get("status")),
-                key=a["id"],
-            )
-        actors = self.query_one("#actors", DataTable)
-        actors.clear(columns=True)
-        actors.add_columns(t("title"), "must/should/can", "influence", "interest", "stance")
-        for a in self.data["actors"]:
-            af = a["fields"]
-            actors.add_row(
-                _text(af.get("name")),
-                _text(af.get("participation")),
-                _text(af.get("influence")),
-                _text(af.get("interest")),
-                _text(af.get("stance")),
-                key=a["id"],
-            )
+        labels = {
+            "phase": phases,
+            "activity": {x["id"]: x["fields"].get("title", "") for x in self.data["activities"]},
+            "sub_goal": {x["id"]: x["fields"].get("text", "") for x in self.data["sub_goals"]},
+        }
+        for group, (_kind, cols) in ENTITY_TABS.items():
+            table = self.query_one(f"#{group}", DataTable)
+            table.clear(columns=True)
+            table.add_columns(*(t(f"col_{c}") for c in cols))
+            for ent in self.data[group]:
+                ef = ent["fields"]
+                cells = []
+                for c in cols:
+                    value = ef.get(c)
+                    if c in labels and value:
+                        value = labels[c].get(value, value)
+                    cells.append(_text(value) + (" ⚠" if c in ent.get("conflicts", ()) else ""))
+                table.add_row(*cells, key=ent["id"])
+        self.query_one("#actor-grid", Static).update(actor_grid(self.data["actors"], t))
         conf = self.query_one("#conflicts", DataTable)
         conf.clear(columns=True)
         conf.add_columns(t("what"), t("value"), t("who"))
@@ -419,11 +473,9 @@ class PlanScreen(Screen[None]):
             entity = bytes.fromhex(hex_id)
             field = "status" if kind == "phase" else "text"
             current = self._entity(kind, hex_id)["fields"].get(field)
-        elif active == "tab-activities" and self.data.get("activities"):
-            row = self.query_one("#activities", DataTable).cursor_row
-            activity = self.data["activities"][row]
-            kind, entity, field = "activity", bytes.fromhex(activity["id"]), "title"
-            current = activity["fields"].get("title")
+        elif active.removeprefix("tab-") in ENTITY_TABS:
+            self._edit_entity(active.removeprefix("tab-"))
+            return
         else:
             return
 
@@ -491,28 +543,62 @@ class PlanScreen(Screen[None]):
         row = self.query_one("#history", DataTable).cursor_row
         self.app.push_screen(AsOfScreen(self.plan, self.history_rows, row))
 
-    def action_add_activity(self) -> None:
+    def action_add(self) -> None:
+        """Add an entity of the active tab's kind (activities, actors, …)."""
         app: ViddaApp = self.app  # type: ignore[assignment]
-        t = app.t
+        group = self._active().removeprefix("tab-")
+        if group not in ENTITY_TABS:
+            group = "activities"
+        kind = ENTITY_TABS[group][0]
+        fields = [(f, app.t(f"col_{f}")) for f in form_fields(kind)]
 
         async def done(values: dict[str, str] | None) -> None:
             if not values:
                 return
             texts = {k: v for k, v in values.items() if v.strip()}
-            await self._write(app.workspace.add(self.plan, "activity", texts))
+            await self._write(app.workspace.add(self.plan, kind, self._numbers(texts)))
+
+        self.app.push_screen(FormDialog(f"{app.t('add')}: {app.t(group)}", fields), done)
+
+    def _edit_entity(self, group: str) -> None:
+        """Every field of the selected entity in one form; changed ones are saved."""
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        entities = self.data.get(group) or []
+        if not entities:
+            return
+        row = self.query_one(f"#{group}", DataTable).cursor_row
+        ent = entities[row]
+        kind = ENTITY_TABS[group][0]
+        before = {f: _form_text(ent["fields"].get(f)) for f in form_fields(kind)}
+        fields = [(f, app.t(f"col_{f}")) for f in form_fields(kind)]
+
+        async def done(values: dict[str, str] | None) -> None:
+            if not values:
+                return
+            changed = {k: v for k, v in values.items() if v != before.get(k, "")}
+            if changed:
+                await self._write(
+                    app.workspace.set_fields(
+                        self.plan, kind, bytes.fromhex(ent["id"]), self._numbers(changed)
+                    )
+                )
 
         self.app.push_screen(
-            FormDialog(
-                t("add"),
-                [
-                    ("title", t("title")),
-                    ("kind", t("kind")),
-                    ("date", t("date")),
-                    ("responsible", t("responsible")),
-                ],
-            ),
-            done,
+            FormDialog(f"{app.t('edit')}: {app.t(group)}", fields, values=before), done
         )
+
+    def _numbers(self, texts: dict[str, str]) -> dict[str, str]:
+        """Let people name a phase, activity or sub-goal by its number as shown."""
+        out = dict(texts)
+        for field, group in (
+            ("phase", "phases"),
+            ("activity", "activities"),
+            ("sub_goal", "sub_goals"),
+        ):
+            value = out.get(field, "").strip()
+            if value.isdigit() and 1 <= int(value) <= len(self.data[group]):
+                out[field] = self.data[group][int(value) - 1]["id"]
+        return out
 
     async def action_complete(self) -> None:
         app: ViddaApp = self.app  # type: ignore[assignment]
@@ -665,7 +751,8 @@ class SettingsScreen(ModalScreen[None]):
 class ViddaApp(App[None]):
     TITLE = "vidda"
     CSS = """
-    #dialog { width: 80; height: auto; padding: 1 2; border: thick $accent; background: $surface; }
+    #dialog { width: 80; height: auto; max-height: 100%; padding: 1 2; border: thick $accent;
+              background: $surface; overflow-y: auto; }
     EditDialog, FormDialog, ResolveDialog { align: center middle; }
     #status { dock: bottom; height: 1; background: $panel; color: $text; padding: 0 1; }
     #empty { padding: 1 2; }

@@ -139,6 +139,16 @@ class Workspace:
         events = await self.append(plan, edits.set_fields(state, kind, entity, values))
         return events[-1]
 
+    async def set_fields(
+        self, plan: bytes, kind: str, entity: bytes, texts: dict[str, str]
+    ) -> Event:
+        from tui_client.cli_plan import typed_values
+
+        state = await self.state(plan)
+        values = typed_values(state, kind, texts)
+        events = await self.append(plan, edits.set_fields(state, kind, entity, values))
+        return events[-1]
+
     async def add(self, plan: bytes, kind: str, texts: dict[str, str]) -> Event:
         from tui_client.cli_plan import typed_values
 
