@@ -132,16 +132,15 @@ async def quick_start(args: argparse.Namespace, extra: list[str]) -> int:
     from tui_client.cli_plan import show_plan
 
     home: Home = args.home_dir
+    if _interactive():
+        from tui_client.tui.app import ViddaApp
+
+        await ViddaApp(home).run_async()  # first run and unlock are its own dialogs
+        return 0
     if not home.initialised:
         print(f"Welcome to vidda. Setting up this device in {home.path}.")
         prof = await home.init(None, None)
         print(f"  workspace {prof.workspace}\n  device    {prof.device}\n  name      {prof.name}")
-    if _interactive():
-        from tui_client.tui.app import ViddaApp
-
-        home.signer()  # unlock the key once, before the screen takes the terminal
-        await ViddaApp(home).run_async()
-        return 0
     plan = await add_demo(home, if_empty=True)
     if plan:
         print("Added the Aure example plan (from the Veiledningspiloten article).\n")

@@ -283,3 +283,40 @@ async def test_actor_analysis_involvement_and_decisions_through_forms(home: Home
         await _submit(app, pilot)
         body = (await _events(home, screen.plan))[-1].body
         assert isinstance(body, DecisionRecorded) and body.case_ref == "PS 21/12"
+
+
+async def test_first_run_sets_up_the_device_in_a_dialog_and_unlock_asks_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tui_client.tui.app import SetupScreen, UnlockScreen
+
+    monkeypatch.delenv("VIDDA_PASSPHRASE", raising=False)
+    fresh = Home(tmp_path / "ny")
+    app = ViddaApp(fresh, sync=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        assert isinstance(app.screen, SetupScreen)
+        app.screen.query_one("#name", Input).value = "Máret Sara"
+        app.screen.query_one("#passphrase", Input).value = "hemmelig"
+        app.screen.query_one("#repeat", Input).value = "ikke lik"
+        await _submit(app, pilot)
+        assert isinstance(app.screen, SetupScreen) and not fresh.initialised
+        app.screen.query_one("#repeat", Input).value = "hemmelig"
+        await _submit(app, pilot)
+        await pilot.pause()
+        assert isinstance(app.screen, PlansScreen)
+        assert fresh.profile().name == "Máret Sara"
+    # Next start: the key is locked until the right passphrase is given.
+    again = Home(tmp_path / "ny")
+    app = ViddaApp(again, sync=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        assert isinstance(app.screen, UnlockScreen)
+        app.screen.query_one("#passphrase", Input).value = "feil"
+        await _submit(app, pilot)
+        assert isinstance(app.screen, UnlockScreen)
+        app.screen.query_one("#passphrase", Input).value = "hemmelig"
+        await _submit(app, pilot)
+        await pilot.pause()
+        assert isinstance(app.screen, PlansScreen)
+        await pilot.press("d")  # the demo plan is offered on the empty list
+        await pilot.pause()
+        assert len(app.screen.summaries) == 1

@@ -9,6 +9,7 @@ is always visible in the status line. `l` switches Bokmål/English.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any, ClassVar
 
@@ -650,6 +651,75 @@ class PlanScreen(Screen[None]):
         await self.reload()
 
 
+class SetupScreen(Screen[None]):
+    """First run: the person's name and a passphrase for the new device key;
+    creates the key, the workspace and the empty log."""
+
+    def compose(self) -> ComposeResult:
+        t = self.app.t  # type: ignore[attr-defined]
+        with Vertical(id="dialog"):
+            yield Label(t("setup_title"))
+            yield Label(t("your_name"))
+            yield Input(id="name")
+            yield Label(t("passphrase"))
+            yield Input(id="passphrase", password=True)
+            yield Label(t("repeat_passphrase"))
+            yield Input(id="repeat", password=True)
+            yield Label("", id="error")
+            yield Button(t("create"), variant="primary", id="create")
+
+    @on(Input.Submitted)
+    async def next_field(self, event: Input.Submitted) -> None:
+        inputs = list(self.query(Input))
+        index = inputs.index(event.input)
+        if index + 1 < len(inputs):
+            inputs[index + 1].focus()
+        else:
+            await self.create()
+
+    @on(Button.Pressed, "#create")
+    async def create(self) -> None:
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        name = self.query_one("#name", Input).value.strip()
+        passphrase = self.query_one("#passphrase", Input).value
+        error = self.query_one("#error", Label)
+        if not name:
+            error.update(app.t("name_missing"))
+        elif not passphrase:
+            error.update(app.t("passphrase_missing"))
+        elif passphrase != self.query_one("#repeat", Input).value:
+            error.update(app.t("passphrase_mismatch"))
+        else:
+            await app.home.init(name, None, passphrase=passphrase)
+            app.home.signer(passphrase)
+            app.pop_screen()
+            await app.start()
+
+
+class UnlockScreen(Screen[None]):
+    """The passphrase that opens this device's key (to sign edits)."""
+
+    def compose(self) -> ComposeResult:
+        t = self.app.t  # type: ignore[attr-defined]
+        with Vertical(id="dialog"):
+            yield Label(t("unlock_title"))
+            yield Input(id="passphrase", password=True)
+            yield Label("", id="error")
+            yield Button(t("unlock"), variant="primary", id="unlock")
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#unlock")
+    async def unlock(self) -> None:
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        try:
+            app.home.signer(self.query_one("#passphrase", Input).value)
+        except HomeError:
+            self.query_one("#error", Label).update(app.t("wrong_passphrase"))
+            return
+        app.pop_screen()
+        await app.start()
+
+
 class AsOfScreen(Screen[None]):
     """Step through time: the plan as it was after one event of its history.
     `[` one event back, `]` one forward, Escape back to the present."""
@@ -756,6 +826,7 @@ class ViddaApp(App[None]):
     EditDialog, FormDialog, ResolveDialog { align: center middle; }
     #status { dock: bottom; height: 1; background: $panel; color: $text; padding: 0 1; }
     #empty { padding: 1 2; }
+    SetupScreen, UnlockScreen { align: center middle; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Avslutt"),
@@ -780,6 +851,15 @@ class ViddaApp(App[None]):
     async def on_mount(self) -> None:
         self.title = self.t("app_title")
         self.theme = "textual-light"
+        if not self.home.initialised:
+            await self.push_screen(SetupScreen())
+        elif not self.home.unlocked and not os.environ.get("VIDDA_PASSPHRASE"):
+            await self.push_screen(UnlockScreen())
+        else:
+            await self.start()
+
+    async def start(self) -> None:
+        """Open the store and show the plans (after setup or unlock, if needed)."""
         self.workspace = await Workspace.open(self.home)
         self.pending = await self.workspace.pending()
         await self.push_screen(PlansScreen())
@@ -788,7 +868,8 @@ class ViddaApp(App[None]):
 
     async def on_unmount(self) -> None:
         await self._stop_sync()
-        await self.workspace.close()
+        if hasattr(self, "workspace"):
+            await self.workspace.close()
 
     async def _stop_sync(self) -> None:
         """Stop the engine and wait for it: nothing is cut off mid-write."""
