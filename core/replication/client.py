@@ -147,6 +147,14 @@ class ClientSession:
                 SyncProblem(plan.hex(), 0, message.error, "the server will not sync this plan")
             )
             return
+        if not message.catch_up and plan not in self.server_has:
+            # Live events of a plan we have not caught up on in this
+            # connection (someone created it after we subscribed, or its
+            # catch-up is still under way): they may start mid-chain, and
+            # their cursor promises nothing. The catch-up brings them.
+            if plan not in self.catching_up:
+                await self._subscribe_more([plan])
+            return
         report = await self.log.ingest(message.events) if message.events else None
         if report is not None:
             self.status.received += len(report.accepted)
@@ -166,16 +174,34 @@ class ClientSession:
                     )
                 ]
             )
-        if plan not in self.catching_up and plan not in self.server_has:
-            # Live events of a plan someone created after we subscribed.
-            await self._subscribe_more([plan])
-            return
         if not message.more and plan in self.catching_up:
             self.catching_up.discard(plan)
             theirs = message.vector.get(self.me.hex(), 0)
             self.server_has[plan] = theirs
             self._sent_upto[plan] = max(theirs, self._sent_upto.get(plan, 0))
+            await self._record_held(plan, theirs)
             await self._push(plan)
+
+    async def _record_held(self, plan: bytes, theirs: int) -> None:
+        """The server holds this device's events up to `theirs` (its catch-up
+        vector says so): an ack lost with a dropped link is recorded now, with
+        receive time 0 (unknown), so they do not stay "pending" for good."""
+        acked = await self.log.fetch(
+            "SELECT max(last_seq) FROM sync_acks WHERE plan_id=? AND device_key=?",
+            (plan, self.me),
+        )
+        upto = int(acked[0][0] or 0) if acked else 0
+        if theirs > upto:
+            assert self.conn.server_id is not None
+            await self.log.record(
+                [
+                    (
+                        "INSERT INTO sync_acks(server_id, plan_id, device_key, first_seq, "
+                        "last_seq, received_ms) VALUES (?,?,?,?,?,0)",
+                        (self.conn.server_id, plan, self.me, upto + 1, theirs),
+                    )
+                ]
+            )
 
     async def push_new(self) -> int:
         """Push this device's events written since the last push (the shell

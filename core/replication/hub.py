@@ -289,7 +289,13 @@ class Hub:
                     # follow receive order (resuming from a cursor).
                     cursor = final[-1][0] if final[-1][0] < top else 0
                     await session.send(
-                        Events(plan=plan, events=[r for _, r in final], cursor=cursor, more=True)
+                        Events(
+                            plan=plan,
+                            events=[r for _, r in final],
+                            cursor=cursor,
+                            more=True,
+                            catch_up=True,
+                        )
                     )
                     self.stats.events_out += len(final)
                 final = batch
@@ -300,6 +306,7 @@ class Hub:
                     cursor=top,
                     more=False,
                     vector={d.hex(): s for d, s in vector.items()},
+                    catch_up=True,
                 )
             )
             self.stats.events_out += len(final)

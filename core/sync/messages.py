@@ -111,6 +111,7 @@ class Events(Message, frozen=True, tag="events"):
     more: bool  # more catch-up batches follow
     vector: Vector = {}  # last catch-up batch: what the server holds of the plan
     error: Reason = ""  # the plan could not be served: no_access
+    catch_up: bool = False  # part of a catch-up (True) or a live event (False)
 
 
 class Rejected(msgspec.Struct, frozen=True, array_like=True):
