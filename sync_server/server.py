@@ -242,7 +242,10 @@ class SyncServer:
         await session.receive(message)
         if session.closed:
             await self._drain(session)
-            await ws.close(1008 if session.device is None else 1000, "closed")
+            # A welcomed client that said bye gets a normal close; a refused
+            # or failed one a policy-violation close.
+            polite = session.conn.member is not None and not session.conn.failure_sent
+            await ws.close(1000 if polite else 1008, "bye" if polite else "closed")
             raise _Done
 
     async def _writer(self, ws: ServerConnection, session: HubSession) -> None:

@@ -27,6 +27,7 @@ from core.store.event_log import EventLog
 from core.sync.connection import ClientConnection, State
 from core.sync.messages import (
     MAX_BATCH_EVENTS,
+    MAX_PLANS,
     Acked,
     ClientMessage,
     Events,
@@ -135,7 +136,8 @@ class ClientSession:
             vector = {d.hex(): s for d, s in (await self.log.vector(plan)).items()}
             wants.append(PlanWant(plan=plan, vector=vector, cursor=cursor, epoch=epoch))
             self.catching_up.add(plan)
-        self.conn.send(Subscribe(plans=wants))
+        for start in range(0, len(wants), MAX_PLANS):
+            self.conn.send(Subscribe(plans=wants[start : start + MAX_PLANS]))
 
     async def _events(self, message: Events) -> None:
         plan = message.plan
@@ -230,7 +232,8 @@ class ClientSession:
             vector = {d.hex(): s for d, s in (await self.log.vector(plan)).items()}
             wants.append(PlanWant(plan=plan, vector=vector))
             self.catching_up.add(plan)
-        self.conn.send(Subscribe(plans=wants))
+        for start in range(0, len(wants), MAX_PLANS):
+            self.conn.send(Subscribe(plans=wants[start : start + MAX_PLANS]))
 
     async def _push(self, plan: bytes) -> int:
         after = self._sent_upto.get(plan, 0)

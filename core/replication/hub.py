@@ -343,9 +343,14 @@ class Hub:
             yield [(top, raw) for raw in batch]  # vector order: no cursor before the end
 
     def drop(self, session: HubSession) -> None:
+        """Forget a closed session, and every subscription left empty (a
+        member may subscribe to made-up plan ids: they must not pile up)."""
         self.live_sessions.discard(session)
-        for subs in self.subscribers.values():
+        for plan in list(self.subscribers):
+            subs = self.subscribers[plan]
             subs.discard(session)
+            if not subs:
+                del self.subscribers[plan]
 
 
 _MESSAGES = {

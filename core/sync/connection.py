@@ -104,6 +104,7 @@ class ServerConnection:
         self.workspace: bytes | None = None
         self.device: bytes | None = None
         self.member: Member | None = None
+        self.failure_sent = False
         self._out: list[ServerMessage] = []
         self._work: list[Subscribe | Push] = []
 
@@ -121,6 +122,7 @@ class ServerConnection:
         self.state = State.CLOSED
 
     def _fail(self, code: str, message: str) -> None:
+        self.failure_sent = True
         self._out.append(Failure(code=code, message=message))
         self.state = State.CLOSED
 

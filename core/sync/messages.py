@@ -21,7 +21,8 @@ from core.events.limits import MAX_EVENT_BYTES
 PROTOCOL_VERSIONS: tuple[int, ...] = (1,)
 MAX_FRAME_BYTES = 4 * 1024 * 1024
 MAX_BATCH_EVENTS = 1_000
-MAX_PLANS = 1_000
+MAX_PLANS = 1_000  # plans per subscribe message (a client sends several if it must)
+MAX_READABLE_PLANS = 100_000  # plans a welcome may list
 MAX_VECTOR = 10_000
 
 Nonce = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
@@ -91,7 +92,7 @@ class Challenge(Message, frozen=True, tag="challenge"):
 
 class Welcome(Message, frozen=True, tag="welcome"):
     role: Literal["owner", "editor", "viewer"]
-    plans: Annotated[list[Uuid], msgspec.Meta(max_length=MAX_PLANS)]  # plans this device may read
+    plans: Annotated[list[Uuid], msgspec.Meta(max_length=MAX_READABLE_PLANS)]  # it may read
     admins: Annotated[list[DeviceKey], msgspec.Meta(max_length=64)] = []  # the workspace's admins
 
 
