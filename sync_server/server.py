@@ -344,6 +344,7 @@ async def run_server(
             ping_interval=limits.ping_interval,
             ping_timeout=limits.ping_timeout,
             max_queue=16,
+            close_timeout=2,  # a peer that stopped reading (a flooder) is let go quickly
             ssl=context,
             logger=logging.getLogger("vidda.websockets"),
         ) as server:
