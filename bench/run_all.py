@@ -20,6 +20,8 @@ SCRIPTS = (
     "verify.py",
     "bytes_per_event.py",
     "as_of.py",
+    "sync_catch_up.py",
+    "sync_fanout.py",
 )
 
 

@@ -249,10 +249,14 @@ class SyncServer:
             raise _Done
 
     async def _writer(self, ws: ServerConnection, session: HubSession) -> None:
-        while True:
-            message = await session.outbox.get()
-            await ws.send(m.encode(message))
-            session.outbox.task_done()
+        try:
+            while True:
+                message = await session.outbox.get()
+                await ws.send(m.encode(message))
+                session.outbox.task_done()
+        finally:
+            # The link died (or the handler ended): unblock anyone queueing.
+            session.abandon()
 
     async def _drain(self, session: HubSession) -> None:
         with contextlib.suppress(TimeoutError):

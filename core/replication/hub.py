@@ -380,6 +380,7 @@ class HubSession:
         # is `slow`, and the shell drops it (it resumes from its cursor).
         self.outbox: asyncio.Queue[ServerMessage] = asyncio.Queue(maxsize=OUTBOX)
         self.slow = False
+        self.gone = False
         self.on_slow: Callable[[], None] | None = None  # the shell drops the connection
         self.conn = ServerConnection(
             server_id=hub.server_id,
@@ -410,7 +411,17 @@ class HubSession:
                 await self.send(await self.hub.push(self, work))
 
     async def send(self, message: ServerMessage) -> None:
+        if self.gone:
+            return
         await self.outbox.put(message)
+
+    def abandon(self) -> None:
+        """The socket is gone: drop what waits in the outbox and every later
+        message, so nothing stays blocked on a queue nobody drains."""
+        self.gone = True
+        while not self.outbox.empty():
+            self.outbox.get_nowait()
+            self.outbox.task_done()
 
     def live(self, plan: bytes, items: list[tuple[int, bytes]]) -> None:
         """New events of a subscribed plan (rx order); held back during its catch-up."""

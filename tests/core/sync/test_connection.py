@@ -73,6 +73,7 @@ def test_handshake_then_subscribe_and_push_reach_the_shell() -> None:
         ("ok", new_uuid7(), None, "unknown_workspace"),
         ("ok", WS, [99], "unsupported_version"),
     ],
+    ids=["not_member", "revoked", "unknown_workspace", "unsupported_version"],
 )
 def test_refusals_are_typed_and_close(members, workspace, versions, reason) -> None:
     key = DeviceKey.generate()

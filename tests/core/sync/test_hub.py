@@ -287,3 +287,26 @@ async def test_a_live_device_gets_plans_created_after_it_subscribed(tmp_path: Pa
     for log in [*logs, admin_log, hub.log]:
         await log.close()
     del ws, admin
+
+
+async def test_a_dead_link_never_leaves_a_reply_blocked(tmp_path: Path) -> None:
+    """The socket died while the outbox was full: the reply being queued must
+    not wait forever (the handler would never close, SIGTERM would hang)."""
+    import asyncio
+
+    from core.replication.hub import OUTBOX
+    from core.sync import messages as m
+
+    ws, hub, admin, admin_log, keys, logs = await _setup(tmp_path)
+    session = hub.session(os.urandom(32))
+    for _ in range(OUTBOX):
+        session.outbox.put_nowait(m.Failure(code="x", message="filler"))
+    pending = asyncio.ensure_future(session.send(m.Failure(code="x", message="reply")))
+    await asyncio.sleep(0.05)
+    assert not pending.done()
+    session.abandon()
+    await asyncio.wait_for(pending, 1)
+    await asyncio.wait_for(session.send(m.Failure(code="x", message="later")), 1)
+    for log in [*logs, admin_log, hub.log]:
+        await log.close()
+    del ws, admin, keys

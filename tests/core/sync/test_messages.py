@@ -42,12 +42,12 @@ SERVER = [
 ]
 
 
-@pytest.mark.parametrize("message", CLIENT)
+@pytest.mark.parametrize("message", CLIENT, ids=lambda msg: type(msg).__name__)
 def test_client_messages_round_trip(message: m.Message) -> None:
     assert m.decode_from_client(m.encode(message)) == message
 
 
-@pytest.mark.parametrize("message", SERVER)
+@pytest.mark.parametrize("message", SERVER, ids=lambda msg: type(msg).__name__)
 def test_server_messages_round_trip(message: m.Message) -> None:
     assert m.decode_from_server(m.encode(message)) == message
 
@@ -57,7 +57,7 @@ def test_events_travel_as_their_exact_bytes() -> None:
     assert m.decode_from_client(m.encode(push)).events == [EVENT]
 
 
-@pytest.mark.parametrize("message", SERVER)
+@pytest.mark.parametrize("message", SERVER, ids=lambda msg: type(msg).__name__)
 def test_a_server_message_is_not_a_client_message(message: m.Message) -> None:
     with pytest.raises(m.ProtocolError):
         m.decode_from_client(m.encode(message))
@@ -80,7 +80,7 @@ HOSTILE = [
 ]
 
 
-@pytest.mark.parametrize("frame", HOSTILE)
+@pytest.mark.parametrize("frame", HOSTILE, ids=[f"frame{i}" for i in range(len(HOSTILE))])
 def test_hostile_frames_get_a_typed_error(frame: bytes | str) -> None:
     with pytest.raises(m.ProtocolError) as err:
         m.decode_from_client(frame)
