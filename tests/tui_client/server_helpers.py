@@ -18,6 +18,7 @@ import contextlib
 import itertools
 import json
 import re
+import select
 import signal
 import socket
 import sqlite3
@@ -362,3 +363,95 @@ class SyncProcess:
             f"vidda --home {self.home} sync (exit {code})\n"
             f"stdout: {_tail(self._out, 1500)}\nstderr: {_tail(self._err)}"
         )
+
+
+class ServerProcess:
+    """`vidda --home DIR serve --port 0` in its own process; stderr (JSON log
+    lines) goes to a file beside the home."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.db = home / "server.db"
+        self.log_path = home.parent / f"{home.name}-serve.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self) -> ServerProcess:
+        assert self.proc is None
+        with open(self.log_path, "ab") as err:
+            self.proc = subprocess.Popen(
+                [*VIDDA, "--home", str(self.home), "serve", "--port", "0"],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env=vidda_env(passphrase=None),
+                cwd=self.home.parent,
+            )
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], 30.0)
+        line = self.proc.stdout.readline().decode() if ready else ""
+        if not line.startswith("serving ws://"):
+            self.kill9()
+            raise AssertionError(f"the server did not start: {line!r}\n{self.log_tail()}")
+        self.port = int(line.strip().rsplit(":", 1)[1])
+        return self
+
+    def log_tail(self, n: int = 3000) -> str:
+        return self.log_path.read_text("utf-8", errors="replace")[-n:]
+
+    def _reap(self) -> int:
+        assert self.proc is not None
+        code = self.proc.wait(timeout=30)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.proc = None
+        return code
+
+    def kill9(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self._reap()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Signal it (SIGTERM by default), and the exit code."""
+        if self.proc is None:
+            return 0
+        self.proc.send_signal(sig)
+        try:
+            return self._reap()
+        except subprocess.TimeoutExpired:
+            self.kill9()
+            raise
+
+    def wait_idle(self, timeout: float = 30) -> None:
+        """Until no connection is open: what a cut link had delivered is
+        processed (committed or dropped) by then."""
+        deadline = time.monotonic() + timeout
+        while self.metrics()["vidda_connections"] > 0:
+            assert time.monotonic() < deadline, "a connection stays open on the server"
+            time.sleep(0.02)
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    def rss(self) -> int:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+    def get(self, path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as r:
+            return str(r.read().decode())

@@ -28,12 +28,10 @@ import contextlib
 import json
 import os
 import random
-import select
 import signal
 import sqlite3
 import subprocess
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +54,7 @@ from core.store.verify_log import verify_log
 from core.sync import messages as m
 
 from .cli_helpers import PASSPHRASE, VIDDA, Device, vidda, vidda_env, vidda_parallel
+from .server_helpers import ServerProcess
 
 STRESS = os.environ.get("VIDDA_SYNC_STRESS") == "1"
 SEED = int(os.environ.get("VIDDA_SYNC_SEED", "1576"))
@@ -65,84 +64,9 @@ FATAL_CASES = 720 * SCALE  # one connection each
 PUSHES = 90 * SCALE  # per worker, on one connection
 MiB = 1024 * 1024
 RSS_GROWTH_LIMIT = 150 * MiB
-START_TIMEOUT = 30.0
 ANSWER_TIMEOUT = 20.0
 
 Frame = bytes | str | list[bytes]  # a list: one message in fragments
-
-
-# --- a server process ---------------------------------------------------------------------
-
-
-class ServerProcess:
-    """`vidda --home DIR serve --port 0` in its own process; stderr (JSON log
-    lines) goes to a file beside the home."""
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.db = home / "server.db"
-        self.log_path = home.parent / f"{home.name}-serve.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def start(self) -> ServerProcess:
-        with open(self.log_path, "ab") as err:
-            self.proc = subprocess.Popen(
-                [*VIDDA, "--home", str(self.home), "serve", "--port", "0"],
-                stdout=subprocess.PIPE,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-                env=vidda_env(passphrase=None),
-                cwd=self.home.parent,
-            )
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], START_TIMEOUT)
-        line = self.proc.stdout.readline().decode() if ready else ""
-        if not line.startswith("serving ws://"):
-            self.stop(signal.SIGKILL)
-            raise AssertionError(f"the server did not start: {line!r}\n{self.log_tail()}")
-        self.port = int(line.strip().rsplit(":", 1)[1])
-        return self
-
-    def log_tail(self, n: int = 3000) -> str:
-        return self.log_path.read_text("utf-8", errors="replace")[-n:]
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc is None:
-            return 0
-        self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
-        self.proc = None
-        return code
-
-    def rss(self) -> int:
-        assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS")
-
-    def get(self, path: str) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as r:
-            return str(r.read().decode())
-
-    def metrics(self) -> dict[str, float]:
-        out = {}
-        for line in self.get("/metrics").splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                out[name] = float(value)
-        return out
 
 
 def _query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
