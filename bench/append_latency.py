@@ -32,7 +32,7 @@ from core.store.event_log import EventLog
 RAW_SCHEMA = """
 CREATE TABLE events (
     rx INTEGER PRIMARY KEY, plan_no INTEGER NOT NULL, device_no INTEGER NOT NULL,
-    seq INTEGER NOT NULL, hlc INTEGER NOT NULL, raw BLOB NOT NULL,
+    seq INTEGER NOT NULL, hlc INTEGER NOT NULL, type_no INTEGER, data BLOB NOT NULL,
     UNIQUE (plan_no, device_no, seq)
 )
 """
@@ -85,7 +85,7 @@ class RawAppender:
         self.blob = os.urandom(row_bytes)
         self.conn.execute("BEGIN")
         self.conn.executemany(
-            "INSERT INTO events(plan_no, device_no, seq, hlc, raw) VALUES (1, ?, ?, ?, ?)",
+            "INSERT INTO events(plan_no, device_no, seq, hlc, type_no, data) VALUES (1,?,?,?,1,?)",
             ((i % 4, i, i, self.blob) for i in range(rows)),
         )
         self.conn.execute("COMMIT")
@@ -96,7 +96,7 @@ class RawAppender:
         t0 = time.perf_counter()
         self.conn.execute("BEGIN")
         self.conn.execute(
-            "INSERT INTO events(plan_no, device_no, seq, hlc, raw) VALUES (1, 9, ?, ?, ?)",
+            "INSERT INTO events(plan_no, device_no, seq, hlc, type_no, data) VALUES (1,9,?,?,1,?)",
             (self.seq, self.seq, self.blob),
         )
         self.conn.execute("COMMIT")
@@ -121,7 +121,7 @@ async def load_state_cost(app: ViddaAppender) -> float:
 def average_raw_bytes(w: Workload) -> int:
     conn = sqlite3.connect(f"file:{w.path}?mode=ro", uri=True)
     try:
-        return int(conn.execute("SELECT avg(length(raw)) FROM events").fetchone()[0])
+        return int(conn.execute("SELECT avg(length(data)) FROM events").fetchone()[0])
     finally:
         conn.close()
 

@@ -57,10 +57,9 @@ ROOM = "/bench-plan"
 RAW_SCHEMA = """
 CREATE TABLE events (
     rx INTEGER PRIMARY KEY, plan_no INTEGER NOT NULL, device_no INTEGER NOT NULL,
-    seq INTEGER NOT NULL, hlc INTEGER NOT NULL, raw BLOB NOT NULL,
+    seq INTEGER NOT NULL, hlc INTEGER NOT NULL, type_no INTEGER, data BLOB NOT NULL,
     UNIQUE (plan_no, device_no, seq)
 );
-CREATE INDEX events_by_time ON events (plan_no, hlc);
 """
 
 
@@ -132,20 +131,24 @@ async def reference_state(w: Workload) -> bytes:
 # --- the per-event baselines ---------------------------------------------------------------
 
 
-def stored_rows(w: Workload) -> list[tuple[int, int, int, int, bytes]]:
+Row = tuple[int, int, int, int, int | None, bytes]
+
+
+def stored_rows(w: Workload) -> list[Row]:
+    """The log's rows as stored (packed, see core.store.rows)."""
     conn = sqlite3.connect(f"file:{w.path}?mode=ro", uri=True)
     try:
         return [
-            (int(p), int(d), int(s), int(h), bytes(r))
-            for p, d, s, h, r in conn.execute(
-                "SELECT plan_no, device_no, seq, hlc, raw FROM events ORDER BY rx"
+            (int(p), int(d), int(s), int(h), t, bytes(r))
+            for p, d, s, h, t, r in conn.execute(
+                "SELECT plan_no, device_no, seq, hlc, type_no, data FROM events ORDER BY rx"
             )
         ]
     finally:
         conn.close()
 
 
-def raw_insert(rows: list[tuple[int, int, int, int, bytes]], directory: Path) -> float:
+def raw_insert(rows: list[Row], directory: Path) -> float:
     """Plain sqlite3: executemany, one transaction per 1,000 rows, WAL, FULL."""
     path = directory / "raw.sqlite"
     conn = sqlite3.connect(path, isolation_level=None)
@@ -157,7 +160,8 @@ def raw_insert(rows: list[tuple[int, int, int, int, bytes]], directory: Path) ->
         for start in range(0, len(rows), RAW_BATCH):
             conn.execute("BEGIN")
             conn.executemany(
-                "INSERT INTO events(plan_no, device_no, seq, hlc, raw) VALUES (?,?,?,?,?)",
+                "INSERT INTO events(plan_no, device_no, seq, hlc, type_no, data) "
+                "VALUES (?,?,?,?,?,?)",
                 rows[start : start + RAW_BATCH],
             )
             conn.execute("COMMIT")

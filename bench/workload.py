@@ -49,6 +49,7 @@ from core.events.ids import ZERO_HASH
 from core.identity.keyfile import DeviceKey
 from core.projections.positions import DIGITS, spread
 from core.store.event_log import EventLog
+from core.store.rows import read_events
 from core.store.schema import PRAGMAS, SCHEMA
 
 GENERATOR_VERSION = 4  # bump when the workload changes: the cache key includes it
@@ -190,6 +191,8 @@ def plan_log(events: int, devices: int = 4, out: Path | None = None) -> Workload
     path = out / f"{stem}.sqlite"
     meta_path = out / f"{stem}.json"
     if not (path.exists() and meta_path.exists()):
+        _migrate_older(out, f"plan-{events}-d{devices}-g{GENERATOR_VERSION}-s", path, meta_path)
+    if not (path.exists() and meta_path.exists()):
         progress(f"generating {events:,} signed events by {devices} devices (cached as {path})")
         started = time.perf_counter()
         tmp = out / f"{stem}.building-{os.getpid()}.sqlite"
@@ -210,11 +213,54 @@ def plan_log(events: int, devices: int = 4, out: Path | None = None) -> Workload
     )
 
 
+def _migrate_older(out: Path, stem_prefix: str, path: Path, meta_path: Path) -> None:
+    """Reuse the same workload cached under an older schema: opening a copy
+    with `EventLog` migrates it (same events, same bytes), which is much
+    quicker than signing them all again."""
+    from timing import progress
+
+    for older in sorted(out.glob(f"{stem_prefix}*.sqlite")):
+        older_meta = older.with_suffix(".json")
+        if older == path or ".building-" in older.name or not older_meta.exists():
+            continue
+        progress(f"migrating the cached {older.name} to the current schema")
+        tmp = out / f"{path.stem}.building-{os.getpid()}.sqlite"
+        shutil.copyfile(older, tmp)
+
+        async def migrate(file: Path) -> None:
+            log = await EventLog.open(file)
+            await log.close()
+
+        asyncio.run(migrate(tmp))
+        if schema_text_of(tmp) != schema_text_of(None):
+            tmp.unlink()
+            continue
+        for suffix in ("-wal", "-shm"):
+            Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+        os.replace(tmp, path)
+        shutil.copyfile(older_meta, meta_path)
+        return
+
+
+def schema_text_of(path: Path | None) -> list[str]:
+    """The CREATE statements of a log file (None: of a fresh one)."""
+    conn = sqlite3.connect(":memory:" if path is None else path)
+    try:
+        if path is None:
+            from core.store.event_log import _split_sql
+
+            for statement in _split_sql(SCHEMA):
+                conn.execute(statement)
+        return sorted(r[0] for r in conn.execute("SELECT sql FROM sqlite_master") if r[0])
+    finally:
+        conn.close()
+
+
 def read_raws(path: Path) -> list[bytes]:
     """Every stored event of the log in receive order (plain sqlite3, read-only)."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return [bytes(r) for (r,) in conn.execute("SELECT raw FROM events ORDER BY rx")]
+        return [e.raw for e in read_events(conn)]
     finally:
         conn.close()
 

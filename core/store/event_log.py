@@ -50,12 +50,14 @@ from core.projections.plan_state import (
 )
 from core.store import checkpoints
 from core.store.errors import StoreError
-from core.store.ingest import ingest_chain, keep_evidence
+from core.store.ingest import ingest_chain, keep_evidence, mark_unordered
 from core.store.ingest_report import IngestReport, Rejection
+from core.store.rows import ROW_COLUMNS, Numbers, pack, type_encoding
 from core.store.schema import PRAGMAS, SCHEMA, SCHEMA_VERSION
 
 Vector = dict[bytes, int]  # device key -> highest contiguous seq
 Statement = tuple[str, tuple[object, ...]]  # SQL and its parameters
+Row = tuple[int, int, int, int, int | None, bytes]  # the columns ROW_COLUMNS names
 
 
 class EventLog:
@@ -77,8 +79,12 @@ class EventLog:
         self._lock = asyncio.Lock()
         self._plan_nos: dict[bytes, int] = {}
         self._device_nos: dict[bytes, int] = {}
-        self._device_keys: dict[int, bytes] = {}
-        self._plan_ids: dict[int, bytes] = {}
+        self._type_nos: dict[str, int] = {}
+        # Number -> id maps live in `numbers`, which splices stored rows back
+        # into signed bytes (core.store.rows).
+        self.numbers = Numbers(workspace)
+        self._device_keys = self.numbers.devices
+        self._plan_ids = self.numbers.plans
 
     # --- opening and closing -------------------------------------------------------------
 
@@ -104,9 +110,17 @@ class EventLog:
                 await conn.execute(pragma)
             await conn.execute(f"PRAGMA synchronous={synchronous}")
             await conn.execute("BEGIN IMMEDIATE")
+            legacy = await _is_legacy(conn)
+            if legacy:
+                await conn.execute("ALTER TABLE events RENAME TO events_v1")
+                for old in ("events_append_only_u", "events_append_only_d"):
+                    await conn.execute(f"DROP TRIGGER IF EXISTS {old}")
+                await conn.execute("DROP INDEX IF EXISTS events_by_time")
             for statement in _split_sql(SCHEMA):
                 await conn.execute(statement)
             stored = await _meta(conn, "workspace")
+            if legacy and stored is not None:
+                await migrate_v1(conn, stored)
             if stored is None:
                 if workspace is None:
                     raise StoreError(f"{path} is a new log and no workspace was given")
@@ -141,6 +155,10 @@ class EventLog:
         await self.close()
 
     async def _load_numbers(self) -> None:
+        async with self._conn.execute("SELECT type_no, type FROM types") as cur:
+            for no, tag in await cur.fetchall():
+                self._type_nos[tag] = no
+                self.numbers.types[no] = type_encoding(tag)
         async with self._conn.execute("SELECT plan_no, plan_id FROM plans") as cur:
             for no, pid in await cur.fetchall():
                 self._plan_nos[bytes(pid)] = no
@@ -173,6 +191,9 @@ class EventLog:
         self._plan_ids.clear()
         self._device_nos.clear()
         self._device_keys.clear()
+        self._type_nos.clear()
+        self.numbers.types.clear()
+        self.numbers.heads.clear()
         await self._load_numbers()
 
     async def _plan_no(self, plan: bytes) -> int:
@@ -194,7 +215,37 @@ class EventLog:
             self._device_keys[no] = device
         return no
 
-    async def _number(self, table: str, no_col: str, id_col: str, value: bytes) -> int:
+    async def _type_no(self, tag: str) -> int:
+        """The type tag's number, adding it if needed (inside a write transaction)."""
+        no = self._type_nos.get(tag)
+        if no is None:
+            no = await self._number("types", "type_no", "type", tag)
+            self._type_nos[tag] = no
+            self.numbers.types[no] = type_encoding(tag)
+        return no
+
+    async def stored_row(self, plan_no: int, dev_no: int, ev: Event) -> Row:
+        """The `events` row of `ev` (inside a write transaction): packed if
+        splicing gives its signed bytes back exactly, else whole."""
+        env = ev.env
+        head = self.numbers.head(plan_no, dev_no)
+        data = pack(ev.raw, head, env.seq, env.prev, env.hlc, env.type, len(env.body))
+        if data is None:
+            return (plan_no, dev_no, env.seq, env.hlc, None, ev.raw)
+        return (plan_no, dev_no, env.seq, env.hlc, await self._type_no(env.type), data)
+
+    async def raws(self, rows: Iterable[Sequence[Any]]) -> list[bytes]:
+        """The signed bytes of stored rows (the columns ROW_COLUMNS names)."""
+        rows = list(rows)
+        raw_of = self.numbers.raw_of
+        try:
+            return [raw_of(*row) for row in rows]
+        except KeyError:  # a plan, device or type another process added
+            await self._load_numbers()
+            raw_or_data = self.numbers.raw_or_data
+            return [raw_or_data(*row) for row in rows]
+
+    async def _number(self, table: str, no_col: str, id_col: str, value: bytes | str) -> int:
         await self._conn.execute(f"INSERT OR IGNORE INTO {table}({id_col}) VALUES (?)", (value,))
         rows = await self._conn.execute_fetchall(
             f"SELECT {no_col} FROM {table} WHERE {id_col}=?", (value,)
@@ -233,16 +284,17 @@ class EventLog:
             # aiosqlite call is a thread hop; execute + fetchone + close are three).
             rows = await conn.execute_fetchall(
                 "SELECT (SELECT at_seq FROM frozen_chains WHERE plan_no=?1 AND device_no=?2), "
-                "seq, raw FROM (SELECT 1) LEFT JOIN (SELECT seq, raw FROM events "
+                f"{ROW_COLUMNS} FROM (SELECT 1) LEFT JOIN (SELECT {ROW_COLUMNS} FROM events "
                 "WHERE plan_no=?1 AND device_no=?2 ORDER BY seq DESC LIMIT 1)",
                 (plan_no, dev_no),
             )
-            frozen, head_seq, head_raw = next(iter(rows))
+            frozen, *head = next(iter(rows))
             if frozen is not None:
                 raise StoreError("this device's chain for the plan is frozen after a fork")
-            seq, prev = 0, ZERO_HASH
-            if head_seq is not None:
-                seq, prev = int(head_seq), event_id(bytes(head_raw))
+            seq, prev, head_hlc = 0, ZERO_HASH, -1
+            if head[2] is not None:
+                seq, head_hlc = int(head[2]), int(head[3])
+                prev = event_id((await self.raws([head]))[0])
             events = []
             for body in bodies:
                 seq += 1
@@ -258,9 +310,10 @@ class EventLog:
                 events.append(ev)
                 prev = ev.id
             await conn.executemany(
-                "INSERT INTO events(plan_no, device_no, seq, hlc, raw) VALUES (?,?,?,?,?)",
-                [(plan_no, dev_no, e.env.seq, e.env.hlc, e.raw) for e in events],
+                INSERT_EVENT, [await self.stored_row(plan_no, dev_no, e) for e in events]
             )
+            if events[0].env.hlc <= head_hlc:  # a clock moved back (an edited store?)
+                await mark_unordered(conn, plan_no, dev_no)
             await _forget_timeline_after(conn, plan_no, events[0].env.hlc)
             await _set_meta(conn, "clock", self.clock.last.to_bytes(8, "big"))
         return events
@@ -293,12 +346,9 @@ class EventLog:
             for (plan, author), items in chains.items():
                 rows.extend(await ingest_chain(self, conn, plan, author, items, report))
             if rows:
-                await conn.executemany(
-                    "INSERT INTO events(plan_no, device_no, seq, hlc, raw) VALUES (?,?,?,?,?)",
-                    rows,
-                )
+                await conn.executemany(INSERT_EVENT, rows)
                 oldest: dict[int, int] = {}
-                for plan_no, _, _, hlc, _ in rows:
+                for plan_no, _, _, hlc, _, _ in rows:
                     oldest[plan_no] = min(hlc, oldest.get(plan_no, hlc))
                 for plan_no, hlc in oldest.items():
                     await _forget_timeline_after(conn, plan_no, hlc)
@@ -345,10 +395,14 @@ class EventLog:
 
     async def since(self, after_rx: int) -> list[tuple[int, bytes, bytes]]:
         """(rx, plan, raw) of every event received after `after_rx`, in order."""
-        rows = await self._conn.execute_fetchall(
-            "SELECT rx, plan_no, raw FROM events WHERE rx>? ORDER BY rx", (after_rx,)
+        rows = list(
+            await self._conn.execute_fetchall(
+                f"SELECT rx, {ROW_COLUMNS} FROM events WHERE rx>? ORDER BY rx", (after_rx,)
+            )
         )
-        return [(int(rx), await self._plan_of(int(p)), bytes(raw)) for rx, p, raw in rows]
+        raws = await self.raws(row[1:] for row in rows)
+        plan_ids = self._plan_ids
+        return [(int(row[0]), plan_ids[row[1]], raw) for row, raw in zip(rows, raws, strict=True)]
 
     async def _adopt_stored_clock(self, conn: aiosqlite.Connection) -> None:
         """Another process sharing this file may have moved the clock on: never
@@ -416,18 +470,19 @@ class EventLog:
             dev_no = self._device_nos[device]
             cursor_seq = after
             while True:
-                async with self._conn.execute(
-                    "SELECT seq, raw FROM events WHERE plan_no=? AND device_no=? AND seq>? "
-                    "ORDER BY seq LIMIT ?",
-                    (plan_no, dev_no, cursor_seq, max_count),
-                ) as cur:
-                    rows = await cur.fetchall()
+                rows = list(
+                    await self._conn.execute_fetchall(
+                        f"SELECT {ROW_COLUMNS} FROM events WHERE plan_no=? AND device_no=? "
+                        "AND seq>? ORDER BY seq LIMIT ?",
+                        (plan_no, dev_no, cursor_seq, max_count),
+                    )
+                )
                 if not rows:
                     break
-                for seq, raw in rows:
-                    batch.append(bytes(raw))
+                for row, raw in zip(rows, await self.raws(rows), strict=True):
+                    batch.append(raw)
                     size += len(raw)
-                    cursor_seq = int(seq)
+                    cursor_seq = int(row[2])
                     if len(batch) >= max_count or size >= max_bytes:
                         yield batch
                         batch, size = [], 0
@@ -442,14 +497,21 @@ class EventLog:
         plan_no = await self._known_plan_no(plan)
         if plan_no is None:
             return []
-        # `+plan_no`: walk the rx (rowid) range; with only events_by_time on
-        # plan_no, SQLite would scan the whole plan and sort it, even for an
-        # empty tail.
+        # `+plan_no`: walk the rx (rowid) range; with the (plan, device, seq)
+        # index on plan_no, SQLite would scan the whole plan and sort it, even
+        # for an empty tail.
         rows = await self._conn.execute_fetchall(
-            "SELECT rx, raw FROM events WHERE +plan_no=? AND rx>? AND rx<=? ORDER BY rx LIMIT ?",
+            f"SELECT rx, {ROW_COLUMNS} FROM events WHERE +plan_no=? AND rx>? AND rx<=? "
+            "ORDER BY rx LIMIT ?",
             (plan_no, after_rx, upto_rx if upto_rx is not None else 2**62, limit),
         )
-        return [(int(rx), bytes(raw)) for rx, raw in rows]
+        raw_of = self.numbers.raw_of
+        try:
+            return [(rx, raw_of(p, d, s, h, t, data)) for rx, p, d, s, h, t, data in rows]
+        except KeyError:  # a device or type another process added
+            await self._load_numbers()
+            raw_or_data = self.numbers.raw_or_data
+            return [(rx, raw_or_data(p, d, s, h, t, data)) for rx, p, d, s, h, t, data in rows]
 
     async def events_with_id_prefix(self, plan: bytes, prefix: str) -> list[Event]:
         """`plan`'s events whose id (hex) starts with `prefix`: hashes every
@@ -458,12 +520,8 @@ class EventLog:
         if plan_no is None:
             return []
         wanted = prefix.lower()
-        rows = await self._conn.execute_fetchall(
-            "SELECT raw FROM events WHERE +plan_no=?", (plan_no,)
-        )
-        return [
-            decode_stored(bytes(raw)) for (raw,) in rows if event_id(raw).hex().startswith(wanted)
-        ]
+        rows = await self.raw_events(plan)
+        return [decode_stored(raw) for _, raw in rows if event_id(raw).hex().startswith(wanted)]
 
     async def events(self, plan: bytes) -> list[Event]:
         return [decode_stored(raw) for _, raw in await self.raw_events(plan)]
@@ -475,12 +533,19 @@ class EventLog:
         ) as cur:
             pairs = await cur.fetchall()
         for plan_no, dev_no in pairs:
-            async with self._conn.execute(
-                "SELECT seq, hlc, raw FROM events WHERE plan_no=? AND device_no=? ORDER BY seq",
-                (plan_no, dev_no),
-            ) as cur:
-                rows = [(int(s), int(h), bytes(r)) for s, h, r in await cur.fetchall()]
-            yield await self._plan_of(plan_no), await self._key_of(dev_no), rows
+            found = list(
+                await self._conn.execute_fetchall(
+                    f"SELECT {ROW_COLUMNS} FROM events WHERE plan_no=? AND device_no=? "
+                    "ORDER BY seq",
+                    (plan_no, dev_no),
+                )
+            )
+            raws = await self.raws(found)
+            rows = [(int(r[2]), int(r[3]), raw) for r, raw in zip(found, raws, strict=True)]
+            # A row naming no known plan or device exists only in a damaged file:
+            # report its chain under a zero id rather than crash the verifier.
+            plan = self._plan_ids.get(plan_no, bytes(16))
+            yield plan, self._device_keys.get(dev_no, bytes(32)), rows
 
     async def evidence(self) -> list[dict[str, object]]:
         async with self._conn.execute(
@@ -540,6 +605,62 @@ def _split_sql(script: str) -> list[str]:
             out.append(joined)
             buf = []
     return out
+
+
+INSERT_EVENT = "INSERT INTO events(" + ROW_COLUMNS + ") VALUES (?,?,?,?,?,?)"
+
+
+async def _is_legacy(conn: aiosqlite.Connection) -> bool:
+    """A schema-1 log: events stored whole in a `raw` column."""
+    rows = await conn.execute_fetchall("SELECT name FROM pragma_table_info('events')")
+    return "raw" in {r[0] for r in rows}
+
+
+async def migrate_v1(conn: aiosqlite.Connection, workspace: bytes) -> None:
+    """Move a schema-1 log (renamed to `events_v1`) into the packed form, rx
+    for rx, inside the caller's transaction."""
+    numbers = Numbers(workspace)
+    rows = await conn.execute_fetchall("SELECT plan_no, plan_id FROM plans")
+    numbers.plans.update((int(n), bytes(p)) for n, p in rows)
+    rows = await conn.execute_fetchall("SELECT device_no, device_key FROM devices")
+    numbers.devices.update((int(n), bytes(d)) for n, d in rows)
+    type_nos: dict[str, int] = {}
+    chain_hlc: dict[tuple[int, int], int] = {}
+    last = 0
+    while True:
+        rows = list(
+            await conn.execute_fetchall(
+                "SELECT rx, plan_no, device_no, seq, hlc, raw FROM events_v1 "
+                "WHERE rx>? ORDER BY rx LIMIT 10000",
+                (last,),
+            )
+        )
+        if not rows:
+            break
+        out = []
+        for rx, plan_no, dev_no, seq, hlc, raw in rows:
+            raw = bytes(raw)
+            env = decode_stored(raw).env
+            tag = env.type
+            if tag not in type_nos:
+                await conn.execute("INSERT OR IGNORE INTO types(type) VALUES (?)", (tag,))
+                found = await conn.execute_fetchall(
+                    "SELECT type_no FROM types WHERE type=?", (tag,)
+                )
+                type_nos[tag] = int(next(iter(found))[0])
+            head = numbers.head(plan_no, dev_no)
+            if hlc <= chain_hlc.get((plan_no, dev_no), -1):
+                await mark_unordered(conn, plan_no, dev_no)
+            chain_hlc[(plan_no, dev_no)] = hlc
+            data = pack(raw, head, seq, env.prev, hlc, tag, len(env.body))
+            type_no = None if data is None else type_nos[tag]
+            out.append((rx, plan_no, dev_no, seq, hlc, type_no, raw if data is None else data))
+            last = rx
+        await conn.executemany(
+            "INSERT INTO events(rx, " + ROW_COLUMNS + ") VALUES (?,?,?,?,?,?,?)", out
+        )
+    await conn.execute("DROP TABLE events_v1")
+    await _set_meta(conn, "schema_version", str(SCHEMA_VERSION).encode())
 
 
 async def _forget_timeline_after(conn: aiosqlite.Connection, plan_no: int, hlc: int) -> None:

@@ -17,11 +17,10 @@ from core.events.envelope import Event, event_id, signature_ok
 from core.events.ids import ZERO_HASH
 from core.events.verify import authentic_prefix
 from core.store.ingest_report import IngestReport, Rejection
+from core.store.rows import ROW_COLUMNS
 
 if TYPE_CHECKING:
-    from core.store.event_log import EventLog
-
-Row = tuple[int, int, int, int, bytes]
+    from core.store.event_log import EventLog, Row
 
 
 async def ingest_chain(
@@ -31,7 +30,7 @@ async def ingest_chain(
     author: bytes,
     items: list[tuple[int, Event]],
     report: IngestReport,
-) -> list[tuple[int, int, int, int, bytes]]:
+) -> list[Row]:
     items.sort(key=lambda it: (it[1].env.seq, it[0]))
     by_seq: dict[int, set[bytes]] = defaultdict(set)
     for _, ev in items:
@@ -50,12 +49,17 @@ async def ingest_chain(
         items = kept
     plan_no = await log._plan_no(plan)
     dev_no = await log._device_no(author)
-    async with conn.execute(
-        "SELECT seq, raw FROM events WHERE plan_no=? AND device_no=? ORDER BY seq DESC LIMIT 1",
-        (plan_no, dev_no),
-    ) as cur:
-        row = await cur.fetchone()
-    head_seq, head_id = (int(row[0]), event_id(bytes(row[1]))) if row else (0, ZERO_HASH)
+    found = list(
+        await conn.execute_fetchall(
+            f"SELECT {ROW_COLUMNS} FROM events WHERE plan_no=? AND device_no=? "
+            "ORDER BY seq DESC LIMIT 1",
+            (plan_no, dev_no),
+        )
+    )
+    head_seq, head_id, head_hlc = 0, ZERO_HASH, -1
+    if found:
+        head_seq, head_hlc = int(found[0][2]), int(found[0][3])
+        head_id = event_id((await log.raws(found))[0])
     frozen = await log._frozen_at(plan_no, dev_no)
     fresh: list[tuple[int, Event]] = []
     seen_in_batch: dict[int, bytes] = {}
@@ -70,12 +74,13 @@ async def ingest_chain(
             continue
         seen_in_batch[seq] = ev.raw
         if seq <= head_seq:
-            async with conn.execute(
-                "SELECT raw FROM events WHERE plan_no=? AND device_no=? AND seq=?",
-                (plan_no, dev_no, seq),
-            ) as cur:
-                stored = await cur.fetchone()
-            if stored is not None and bytes(stored[0]) == ev.raw:
+            stored = list(
+                await conn.execute_fetchall(
+                    f"SELECT {ROW_COLUMNS} FROM events WHERE plan_no=? AND device_no=? AND seq=?",
+                    (plan_no, dev_no, seq),
+                )
+            )
+            if stored and (await log.raws(stored))[0] == ev.raw:
                 report.duplicates += 1
                 continue
             if not signature_ok(ev.raw, ev.env.author):
@@ -87,7 +92,7 @@ async def ingest_chain(
             frozen = await freeze(log, conn, plan_no, dev_no, seq, "fork", frozen)
             continue
         fresh.append((index, ev))
-    rows: list[tuple[int, int, int, int, bytes]] = []
+    rows: list[Row] = []
     expected_seq, expected_prev = head_seq + 1, head_id
     run: list[tuple[int, Event]] = []
     for pos, (index, ev) in enumerate(fresh):
@@ -126,9 +131,14 @@ async def ingest_chain(
     if run:
         events = [ev for _, ev in run]
         good = authentic_prefix(events, head_id)
+        last_hlc, ordered = head_hlc, True
         for _index, ev in run[:good]:
             report.accepted.append(ev)
-            rows.append((plan_no, dev_no, ev.env.seq, ev.env.hlc, ev.raw))
+            rows.append(await log.stored_row(plan_no, dev_no, ev))
+            ordered = ordered and ev.env.hlc > last_hlc
+            last_hlc = ev.env.hlc
+        if not ordered:
+            await mark_unordered(conn, plan_no, dev_no)
         for index, ev in run[good:]:
             report.rejected.append(
                 Rejection(index, ev.id, "bad_signature", "signature does not verify")
@@ -179,6 +189,14 @@ async def keep_evidence(
         report.evidence.append(Rejection(index, ev.id, reason, detail))
     else:
         report.duplicates += 1
+
+
+async def mark_unordered(conn: aiosqlite.Connection, plan_no: int, dev_no: int) -> None:
+    """Record that a chain's HLC did not strictly grow (see core.store.schema)."""
+    await conn.execute(
+        "INSERT OR IGNORE INTO unordered_chains(plan_no, device_no) VALUES (?,?)",
+        (plan_no, dev_no),
+    )
 
 
 def _reject_rest(report: IngestReport, items: list[tuple[int, Event]], why: str) -> None:

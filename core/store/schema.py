@@ -1,17 +1,25 @@
 """The SQLite schema of an event log, and the pragmas every connection uses.
 
-Events are stored as their exact signed bytes (`raw`). The columns beside
-it (plan, device, seq, hlc) are read from those bytes on the way in, so the
-log can be queried without decoding; `vidda verify` re-checks that they
-still agree. Plans and devices get small integer numbers so the per-event
-overhead stays small (see docs/performance.md, bytes per event).
+Events are stored as their exact signed bytes, packed: the columns (plan,
+device, seq, hlc, type) are read from those bytes on the way in, and `data`
+holds only the rest (prev, body, signature); `core.store.rows` splices the
+signed bytes back together on read, byte for byte. Plans, devices and type
+tags get small integer numbers so the per-event overhead stays small (see
+docs/performance.md, bytes per event).
+
+There is no time index: a device's clock only moves forward, so within a
+chain the HLC grows with seq and time travel finds "every event up to time
+T" as a seq prefix of each chain, by binary search on the chain's own
+(plan, device, seq) key (`core.store.time_travel`). A chain whose clock did
+not grow (another implementation, a broken device) is listed in
+`unordered_chains` and read whole instead.
 
 `rx` (the rowid) is this replica's receive order: the cursor for "what came
 in since". UPDATE and DELETE on `events` and `evidence` abort: the log is
 append-only; only derived tables (checkpoints, meta) change.
 """
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -32,18 +40,28 @@ CREATE TABLE IF NOT EXISTS devices (
     device_no  INTEGER PRIMARY KEY,
     device_key BLOB NOT NULL UNIQUE CHECK (length(device_key) = 32)
 );
+CREATE TABLE IF NOT EXISTS types (
+    type_no INTEGER PRIMARY KEY,
+    type    TEXT NOT NULL UNIQUE
+);
+-- type_no NULL: `data` is the whole signed event (see core.store.rows).
+-- Per-plan receive order needs no index of its own: rx is the rowid.
 CREATE TABLE IF NOT EXISTS events (
     rx        INTEGER PRIMARY KEY,
     plan_no   INTEGER NOT NULL REFERENCES plans(plan_no),
     device_no INTEGER NOT NULL REFERENCES devices(device_no),
     seq       INTEGER NOT NULL CHECK (seq >= 1),
     hlc       INTEGER NOT NULL,
-    raw       BLOB NOT NULL,
+    type_no   INTEGER REFERENCES types(type_no),
+    data      BLOB NOT NULL,
     UNIQUE (plan_no, device_no, seq)
 );
--- The plan's time line (HLC order), for time travel. Per-plan receive order
--- needs no index of its own: rx is the rowid.
-CREATE INDEX IF NOT EXISTS events_by_time ON events (plan_no, hlc);
+-- Chains whose HLC does not strictly grow with seq (see above).
+CREATE TABLE IF NOT EXISTS unordered_chains (
+    plan_no   INTEGER NOT NULL REFERENCES plans(plan_no),
+    device_no INTEGER NOT NULL REFERENCES devices(device_no),
+    PRIMARY KEY (plan_no, device_no)
+);
 
 -- Events kept as evidence but not applied: forks (a second, different event
 -- for a (plan, device, seq) the log already has, or a broken prev link) and

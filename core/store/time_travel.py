@@ -5,6 +5,12 @@ replica. `state_as_of(log, plan, key)` restores the nearest time-line
 checkpoint at or before `key` and folds the few events after it, so a query
 at any point of a large plan reads a bounded number of events.
 
+There is no time index (see core.store.schema): a device's clock only moves
+forward, so the events of one chain up to a key are a seq prefix of the
+chain, found by a binary search on its (plan, device, seq) key, all chains
+in one query (`_prefix_ends`). Chains listed in `unordered_chains` are read
+whole and filtered.
+
 Checkpoints are a cache: built on the first time-travel query of a plan
 (every `TIMELINE_STEP` events, pruned snapshots, see `plan_state.snapshot`),
 extended when the plan grows, and dropped by the log whenever an event that
@@ -16,12 +22,14 @@ between reading the events and storing the checkpoints.
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 from core.events.envelope import Event, decode_stored
 from core.projections.plan_state import FOLD_VERSION, PlanState, evolve, restore, snapshot
 from core.store.checkpoints import gc_paused
 from core.store.errors import StoreError
 from core.store.event_log import EventLog
+from core.store.rows import ROW_COLUMNS
 
 TIMELINE_STEP = 2_000
 # Stored in the `fold` column: the fold version plus the blob's packing, so a
@@ -52,15 +60,88 @@ def key_at_time(hlc: int) -> Key:
     return (min(hlc, 2**63 - 1), b"\xff" * 32, 2**63 - 1)
 
 
+async def _chains(log: EventLog, plan_no: int) -> tuple[dict[int, int], set[int]]:
+    """({device_no: highest seq} of the plan's chains, the unordered ones).
+    One index seek per device of the log, not a scan of the plan."""
+    rows = await log._conn.execute_fetchall(
+        "SELECT device_no, (SELECT max(seq) FROM events e "
+        "WHERE e.plan_no=?1 AND e.device_no=d.device_no) FROM devices d",
+        (plan_no,),
+    )
+    heads = {int(d): int(s) for d, s in rows if s is not None}
+    rows = await log._conn.execute_fetchall(
+        "SELECT device_no FROM unordered_chains WHERE plan_no=?", (plan_no,)
+    )
+    return heads, {int(r[0]) for r in rows}
+
+
+def _bound(key: Key, author: bytes) -> tuple[int, int]:
+    """(highest HLC, highest seq) an event of `author`'s chain may have to
+    sort at or before `key` in the time line (hlc, author, seq)."""
+    hlc, key_author, seq = key
+    if author < key_author:
+        return hlc, 2**62
+    if author > key_author:
+        return hlc - 1, 2**62
+    return hlc, seq
+
+
+async def _prefix_ends(
+    log: EventLog, plan_no: int, wanted: list[tuple[int, int, int]]
+) -> list[int]:
+    """For each (device_no, highest seq, HLC bound): the last seq of that
+    chain whose HLC is <= the bound (0: none), by binary search in SQL."""
+    if not wanted:
+        return []
+    seeds, params = [], [plan_no]
+    for tag, (dev_no, top, bound) in enumerate(wanted):
+        base = len(params) + 1
+        seeds.append(f"({tag}, ?{base}, 0, ?{base + 1}, ?{base + 2})")
+        params += [dev_no, top, bound]
+    probe = "(SELECT hlc FROM events WHERE plan_no=?1 AND device_no=dev AND seq=(lo+hi+1)/2)"
+    sql = (
+        "WITH RECURSIVE bs(tag, dev, lo, hi, bound) AS (VALUES " + ", ".join(seeds) + " "
+        f"UNION ALL SELECT tag, dev, CASE WHEN {probe} <= bound THEN (lo+hi+1)/2 ELSE lo END, "
+        f"CASE WHEN {probe} <= bound THEN hi ELSE (lo+hi+1)/2 - 1 END, bound "
+        "FROM bs WHERE lo < hi) SELECT tag, lo FROM bs WHERE lo >= hi"
+    )
+    ends = [0] * len(wanted)
+    for tag, lo in await log._conn.execute_fetchall(sql, params):
+        ends[int(tag)] = int(lo)
+    return ends
+
+
 async def _events_between(log: EventLog, plan_no: int, lo: Key | None, hi: Key) -> list[Event]:
     """Events with lo < key <= hi, in time-line order."""
-    lo_hlc = lo[0] if lo else 0
-    async with log._conn.execute(
-        "SELECT raw FROM events WHERE plan_no=? AND hlc>=? AND hlc<=?", (plan_no, lo_hlc, hi[0])
-    ) as cur:
-        rows = await cur.fetchall()
+    heads, unordered = await _chains(log, plan_no)
+    ordered = sorted(d for d in heads if d not in unordered)
+    keys = [await log._key_of(d) for d in ordered]
+    wanted = []
+    for dev_no, author in zip(ordered, keys, strict=True):
+        for limit in (lo, hi):
+            if limit is not None:
+                hlc, _ = _bound(limit, author)
+                wanted.append((dev_no, heads[dev_no], hlc))
+    ends = iter(await _prefix_ends(log, plan_no, wanted))
+    ranges = []
+    for dev_no, author in zip(ordered, keys, strict=True):
+        first = 0
+        if lo is not None:
+            first = min(next(ends), _bound(lo, author)[1])
+        last = min(next(ends), _bound(hi, author)[1])
+        if last > first:
+            ranges.append((dev_no, first, last))
+    ranges += [(d, 0, heads[d]) for d in sorted(unordered & heads.keys())]
+    rows: list[Any] = []
+    for dev_no, first, last in ranges:
+        rows += await log._conn.execute_fetchall(
+            f"SELECT {ROW_COLUMNS} FROM events WHERE plan_no=? AND device_no=? "
+            "AND seq>? AND seq<=?",
+            (plan_no, dev_no, first, last),
+        )
+    raws = await log.raws(rows)
     with gc_paused():
-        events = [decode_stored(bytes(r[0])) for r in rows]
+        events = [decode_stored(raw) for raw in raws]
     picked = [e for e in events if (lo is None or key_of(e) > lo) and key_of(e) <= hi]
     picked.sort(key=key_of)
     return picked
@@ -86,20 +167,14 @@ async def ensure_checkpoints(log: EventLog, plan: bytes) -> int:
     plan_no = await log._known_plan_no(plan)
     if plan_no is None:
         raise StoreError(f"no plan {plan.hex()} in this log")
-    # Read-only check first, bounded (no write lock, no state blob, no count of
-    # the whole plan): nearly every query finds the checkpoints up to date.
-    rows = await log._conn.execute_fetchall(
-        "SELECT count(*) FROM (SELECT 1 FROM events WHERE plan_no=?1 AND hlc>coalesce("
-        "(SELECT hlc FROM timeline_checkpoints WHERE plan_no=?1 AND fold=?2 "
-        "ORDER BY events DESC LIMIT 1), -1) LIMIT ?3)",
-        (plan_no, TIMELINE_FORMAT, 2 * TIMELINE_STEP),
-    )
-    if next(iter(rows))[0] < 2 * TIMELINE_STEP:
+    # Read-only check first (no write lock, no state blob, no scan of the
+    # plan): nearly every query finds the checkpoints up to date. Chains are
+    # contiguous, so the plan holds as many events as its chains' top seqs
+    # add up to; a checkpoint is dropped whenever an event before it arrives.
+    if await _uncovered(log, plan_no) < 2 * TIMELINE_STEP:
         return 0
-    async with log._tx() as conn:
-        async with conn.execute("SELECT count(*) FROM events WHERE plan_no=?", (plan_no,)) as cur:
-            row = await cur.fetchone()
-        total = int(row[0]) if row else 0
+    async with log._tx():
+        total = sum((await _chains(log, plan_no))[0].values())
         last = await _latest_checkpoint(log, plan_no, END_OF_TIME)
         done = last[0] if last else 0
         if total - done < 2 * TIMELINE_STEP:
@@ -112,13 +187,24 @@ async def ensure_checkpoints(log: EventLog, plan: bytes) -> int:
                 evolve(state, ev)
                 if n % TIMELINE_STEP == 0 and total - n >= TIMELINE_STEP // 2:
                     hlc, author, seq = key_of(ev)
-                    await conn.execute(
+                    await log._conn.execute(
                         "INSERT OR REPLACE INTO timeline_checkpoints"
                         "(plan_no, events, hlc, author, seq, fold, state) VALUES (?,?,?,?,?,?,?)",
                         (plan_no, n, hlc, author, seq, TIMELINE_FORMAT, pack_checkpoint(state)),
                     )
                     added += 1
     return added
+
+
+async def _uncovered(log: EventLog, plan_no: int) -> int:
+    """How many of the plan's events come after its last time-line checkpoint."""
+    rows = await log._conn.execute_fetchall(
+        "SELECT coalesce((SELECT events FROM timeline_checkpoints WHERE plan_no=?1 AND fold=?2 "
+        "ORDER BY events DESC LIMIT 1), 0)",
+        (plan_no, TIMELINE_FORMAT),
+    )
+    done = int(next(iter(rows))[0])
+    return sum((await _chains(log, plan_no))[0].values()) - done
 
 
 async def state_as_of(log: EventLog, plan: bytes, limit: Key) -> PlanState:

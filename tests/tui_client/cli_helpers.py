@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from core.projections.plan_view import view_ids
+from core.store.rows import StoredEvent, read_events
 
 # Non-ASCII on purpose: the key file must round-trip a Norwegian/Sámi passphrase.
 PASSPHRASE = "Blåbærsyltetøy på ŋuorra-skiferen"
@@ -174,8 +175,32 @@ def plan_event_count(home: Path) -> int:
     return int(db_rows(home, f"SELECT count(*) {PLAN_EVENTS}")[0][0])
 
 
+def stored_events(home: Path, where: str = "", params: Sequence[Any] = ()) -> list[StoredEvent]:
+    """A home's events with their signed bytes (only while no vidda process runs)."""
+    conn = sqlite3.connect(home / "vidda.db")
+    try:
+        return read_events(conn, where, params)
+    finally:
+        conn.close()
+
+
+def db_chains(db: Path) -> dict[tuple[bytes, bytes], list[tuple[int, bytes]]]:
+    """Every chain of a log file: (plan, device) -> [(seq, raw)…] by seq."""
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        events = read_events(conn)
+    finally:
+        conn.close()
+    out: dict[tuple[bytes, bytes], list[tuple[int, bytes]]] = {}
+    for e in events:
+        out.setdefault((e.plan, e.device), []).append((e.seq, e.raw))
+    for rows in out.values():
+        rows.sort()
+    return out
+
+
 def stored_raws(home: Path) -> set[bytes]:
-    return {bytes(r[0]) for r in db_rows(home, "SELECT raw FROM events")}
+    return {e.raw for e in stored_events(home)}
 
 
 def unique_prefix(hex_id: str, all_ids: Sequence[str], minimum: int = 4) -> str:

@@ -17,7 +17,15 @@ from core.events.ids import new_uuid7
 from core.identity.keyfile import DeviceKey
 from core.store.event_log import EventLog
 
-from .cli_helpers import VIDDA, NewDevice, db_rows, plan_event_count, vidda_env, vidda_parallel
+from .cli_helpers import (
+    VIDDA,
+    NewDevice,
+    db_rows,
+    plan_event_count,
+    stored_events,
+    vidda_env,
+    vidda_parallel,
+)
 
 # Appends forever, one to three events per transaction, and prints each event
 # (seq and id) only after `append` returned, i.e. after COMMIT.
@@ -90,13 +98,9 @@ def test_kill_9_in_the_middle_of_appends_loses_no_committed_event(new_device: Ne
         assert verify.returncode == 0 and report["ok"], (round_no, report)
         assert report["chains"] == round_no + 1  # + the membership log's first chain
         stored = {
-            int(seq): hashlib.sha256(bytes(raw)).hexdigest()
-            for seq, raw in db_rows(
-                dev.home,
-                "SELECT e.seq, e.raw FROM events e JOIN devices d USING (device_no) "
-                "WHERE d.device_key = ?",
-                (bytes.fromhex(device),),
-            )
+            e.seq: hashlib.sha256(e.raw).hexdigest()
+            for e in stored_events(dev.home)
+            if e.device == bytes.fromhex(device)
         }
         assert sorted(stored) == list(range(1, len(stored) + 1))  # no holes
         missing = {s: e for s, e in committed.items() if stored.get(s) != e}

@@ -30,6 +30,7 @@ from .cli_helpers import (
     init_device,
     plan_event_count,
     plan_ids,
+    stored_events,
     unique_prefix,
     vidda_parallel,
 )
@@ -492,11 +493,12 @@ def _tampered_copy(src: Path, dst: Path, statements: list[tuple[str, tuple[Any, 
 
 def test_verify_names_the_tampered_event(built: Built, tmp_path: Path) -> None:
     home = built.dev.home
-    (raw3,) = _rows(home, "SELECT raw FROM events WHERE seq=3")[0]
-    bad = bytearray(raw3)
-    bad[len(bad) // 2] ^= 0x01  # one bit, in the middle of the signed payload
+    (data3,) = _rows(home, "SELECT data FROM events WHERE seq=3")[0]
+    bad = bytearray(data3)
+    bad[len(bad) // 2] ^= 0x01  # one bit, in the middle of the signed body
     flipped = tmp_path / "flipped"
-    _tampered_copy(home, flipped, [("UPDATE events SET raw=? WHERE seq=3", (bytes(bad),))])
+    _tampered_copy(home, flipped, [("UPDATE events SET data=? WHERE seq=3", (bytes(bad),))])
+    (tampered,) = stored_events(flipped, "WHERE seq=3")
     deleted = tmp_path / "deleted"
     _tampered_copy(home, deleted, [("DELETE FROM events WHERE seq=5", ())])
     column = tmp_path / "column"
@@ -509,7 +511,7 @@ def test_verify_names_the_tampered_event(built: Built, tmp_path: Path) -> None:
         check=False,
     )
     assert text.returncode == 1, text.stderr
-    bad_id = hashlib.sha256(bytes(bad)).hexdigest()
+    bad_id = hashlib.sha256(tampered.raw).hexdigest()
     (line,) = text.stderr.splitlines()
     assert "seq 3 " in line and bad_id[:16] in line, text.stderr
     assert "FAILED" in text.stdout and "1 bad chains" in text.stdout
@@ -521,5 +523,5 @@ def test_verify_names_the_tampered_event(built: Built, tmp_path: Path) -> None:
 
     col_report = json.loads(col.stdout)
     assert col.returncode == 1
-    assert [(p["seq"], p["reason"]) for p in col_report["problems"]] == [(8, "column_mismatch")]
+    assert [(p["seq"], p["reason"]) for p in col_report["problems"]] == [(8, "bad_signature")]
     assert built.verify["ok"] is True  # (the store the copies came from)

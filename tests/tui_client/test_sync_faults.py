@@ -45,7 +45,16 @@ from core.store.verify_log import verify_log
 from core.sync import messages as m
 from tui_client.sync_engine import SyncEngine
 
-from .cli_helpers import PASSPHRASE, VIDDA, Device, init_device, vidda, vidda_env, vidda_parallel
+from .cli_helpers import (
+    PASSPHRASE,
+    VIDDA,
+    Device,
+    db_chains,
+    init_device,
+    vidda,
+    vidda_env,
+    vidda_parallel,
+)
 from .server_helpers import ServerProcess
 
 STRESS = os.environ.get("VIDDA_SYNC_STRESS") == "1"
@@ -214,20 +223,6 @@ def _query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, 
         conn.close()
 
 
-def chains(db: Path) -> Chains:
-    """Every chain of a log: (plan, device) -> [(seq, raw)…] by seq."""
-    out: Chains = {}
-    for plan, device, seq, raw in _query(
-        db,
-        "SELECT p.plan_id, d.device_key, e.seq, e.raw FROM events e "
-        "JOIN plans p USING (plan_no) JOIN devices d USING (device_no) ORDER BY e.rx",
-    ):
-        out.setdefault((bytes(plan), bytes(device)), []).append((int(seq), bytes(raw)))
-    for rows in out.values():
-        rows.sort()
-    return out
-
-
 def count(db: Path) -> int:
     return int(_query(db, "SELECT count(*) FROM events")[0][0])
 
@@ -259,7 +254,7 @@ def raws(ch: Chains) -> set[bytes]:
 
 def missing_bytes(source: Path, target: Path) -> int:
     """Bytes of events `source` holds that `target` lacks."""
-    return sum(len(r) for r in raws(chains(source)) - raws(chains(target)))
+    return sum(len(r) for r in raws(db_chains(source)) - raws(db_chains(target)))
 
 
 def acked_ranges(home: Path) -> list[tuple[bytes, bytes, int, int]]:
@@ -275,7 +270,7 @@ def acked_ranges(home: Path) -> list[tuple[bytes, bytes, int, int]]:
 def assert_acked_on_server(home: Path, server_db: Path) -> int:
     """Every seq range the client recorded as acknowledged is in the
     server's log (byte-identical to the client's copy). Returns how many."""
-    client, server = chains(home / "vidda.db"), chains(server_db)
+    client, server = db_chains(home / "vidda.db"), db_chains(server_db)
     total = 0
     for plan, device, first, last in acked_ranges(home):
         mine = {s: r for s, r in client.get((plan, device), []) if first <= s <= last}
@@ -301,9 +296,9 @@ def server_log_verifies(db: Path) -> None:
 
 def assert_same_everywhere(*dbs: Path) -> Chains:
     """The same raw events, chain by chain, in every log; nothing set aside."""
-    first = chains(dbs[0])
+    first = db_chains(dbs[0])
     for db in dbs[1:]:
-        other = chains(db)
+        other = db_chains(db)
         assert other.keys() == first.keys(), db
         for key, rows in first.items():
             assert other[key] == rows, (db, key[0].hex()[:8], key[1].hex()[:8])
@@ -728,7 +723,7 @@ def test_a_live_client_gets_new_and_newly_readable_plans_whole_and_without_rejec
     finally:
         server.stop()
     assert got == 10 + 1 + 8 + 20, got
-    assert len(chains(bjorn_db)[(hidden, anne)]) == 11
+    assert len(db_chains(bjorn_db)[(hidden, anne)]) == 11
     rejected = [json.loads(line)["rejected"] for line in out_path.read_text().splitlines()]
     assert not any(rejected), rejected[-1]
 

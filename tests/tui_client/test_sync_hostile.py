@@ -53,7 +53,7 @@ from core.store.event_log import EventLog
 from core.store.verify_log import verify_log
 from core.sync import messages as m
 
-from .cli_helpers import PASSPHRASE, VIDDA, Device, vidda, vidda_env, vidda_parallel
+from .cli_helpers import PASSPHRASE, VIDDA, Device, db_chains, vidda, vidda_env, vidda_parallel
 from .server_helpers import ServerProcess
 
 STRESS = os.environ.get("VIDDA_SYNC_STRESS") == "1"
@@ -75,17 +75,6 @@ def _query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, 
         return conn.execute(sql, params).fetchall()
     finally:
         conn.close()
-
-
-def chains(db: Path) -> dict[tuple[bytes, bytes], list[tuple[int, bytes]]]:
-    out: dict[tuple[bytes, bytes], list[tuple[int, bytes]]] = {}
-    for plan, device, seq, raw in _query(
-        db,
-        "SELECT p.plan_id, d.device_key, e.seq, e.raw FROM events e "
-        "JOIN plans p USING (plan_no) JOIN devices d USING (device_no) ORDER BY e.seq",
-    ):
-        out.setdefault((bytes(plan), bytes(device)), []).append((int(seq), bytes(raw)))
-    return out
 
 
 def events_of(db: Path, device: bytes) -> int:
@@ -968,7 +957,7 @@ def test_hostile_frames_get_typed_answers_while_an_honest_client_keeps_syncing(
     started = time.monotonic()
     w = make_world(tmp_path)
     hanne_db = w.honest.home / "vidda.db"
-    foreign = [raw for rows in chains(hanne_db).values() for _, raw in rows]
+    foreign = [raw for rows in db_chains(hanne_db).values() for _, raw in rows]
     rng = random.Random(SEED)
     gens = [
         Generator(w, f"worker{i}", random.Random(rng.randrange(2**32)), foreign)
@@ -1054,7 +1043,7 @@ def test_hostile_frames_get_typed_answers_while_an_honest_client_keeps_syncing(
     assert all(not s["rejected"] for s in states), states
     status = json.loads(hanne.stdout)
     assert hanne.returncode == 0 and status["state"] == "up_to_date", status
-    assert chains(hanne_db) == chains(server.db)
+    assert db_chains(hanne_db) == db_chains(server.db)
     (verify,) = vidda_parallel((w.honest.home, ["verify", "--json"]), check=False)
     assert verify.returncode == 0 and json.loads(verify.stdout)["ok"], verify.stdout
 
