@@ -22,6 +22,7 @@ SCRIPTS = (
     "as_of.py",
     "sync_catch_up.py",
     "sync_fanout.py",
+    "export.py",
 )
 
 

@@ -51,7 +51,15 @@ def emit_json(data: Any) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from tui_client import cli_bundle, cli_demo, cli_plan, cli_server, cli_sync, cli_workspace
+    from tui_client import (
+        cli_bundle,
+        cli_demo,
+        cli_plan,
+        cli_research,
+        cli_server,
+        cli_sync,
+        cli_workspace,
+    )
 
     parser = argparse.ArgumentParser(
         prog="vidda",
@@ -62,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_workspace.register(sub)
     cli_plan.register(sub)
     cli_bundle.register(sub)
+    cli_research.register(sub)
     cli_sync.register(sub)
     cli_server.register(sub)
     cli_demo.register(sub)

@@ -1,0 +1,1 @@
+"""Research exports: the log as verifiable tables (JSON Lines, CSV, Parquet, SQLite)."""

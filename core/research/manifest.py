@@ -1,0 +1,156 @@
+"""The manifest of a research export: what it is, where it was cut, the head
+of every chain in it, counts, and the SHA-256 of every file.
+
+`content_sha256` is the SHA-256 of the manifest's canonical JSON with
+`exported_at` and `content_sha256` itself blanked: two exports of the same
+events by the same tool version (and the same command) have the same
+content hash, whenever they ran. It is the export's fingerprint to cite.
+The heads are what completeness is proven against: a reader can compare
+them with a server's or another replica's heads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import msgspec
+
+from core.events.hlc import to_iso
+from core.research.export import Derived, projection_versions
+
+MANIFEST = "manifest.json"
+FORMAT = "vidda-research-export/1"
+
+
+class FileEntry(msgspec.Struct, frozen=True):
+    path: str
+    bytes: int
+    sha256: str
+    rows: int | None = None
+
+
+class ChainEntry(msgspec.Struct, frozen=True):
+    device: str
+    seq: int  # the head's seq: the chain is exported from seq 1 to here
+    head: str  # the head's event id
+
+
+class PlanEntry(msgspec.Struct, frozen=True):
+    plan: str
+    membership: bool  # the workspace's membership log (plan id = workspace id)
+    events: int
+    chains: list[ChainEntry]
+
+
+class Cutoff(msgspec.Struct, frozen=True):
+    receive_position: int  # this replica's receive order (rx) the export reads up to
+    events: int
+    last_device_time: str | None
+
+
+class Manifest(msgspec.Struct):
+    format: str
+    tool: dict[str, str]
+    projection: dict[str, str]
+    command: list[str]
+    exported_at: str
+    workspace: str
+    admins: list[str]
+    formats: list[str]
+    cutoff: Cutoff
+    plans: list[PlanEntry]
+    counts: dict[str, int]
+    files: list[FileEntry]
+    content_sha256: str = ""
+
+
+def tool_version() -> str:
+    try:
+        return metadata.version("vidda")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def file_sha256(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def content_hash(manifest: Manifest) -> str:
+    blank = msgspec.structs.replace(manifest, exported_at="", content_sha256="")
+    return hashlib.sha256(msgspec.json.encode(blank, order="deterministic")).hexdigest()
+
+
+def file_rows(derived: Derived, rel: str) -> int | None:
+    if rel == "events.jsonl":
+        return len(derived.records)
+    stem = rel.rsplit("/", 1)[-1].split(".", 1)[0]
+    rows = derived.tables.get(stem)
+    return len(rows) if rows is not None else None
+
+
+def build_manifest(
+    derived: Derived,
+    folder: Path,
+    files: list[str],
+    *,
+    formats: tuple[str, ...],
+    command: list[str],
+    cutoff_rx: int,
+) -> Manifest:
+    chains: dict[bytes, list[ChainEntry]] = {}
+    for h in derived.heads:
+        chains.setdefault(h.plan, []).append(ChainEntry(h.device.hex(), h.seq, h.head.hex()))
+    plans = [
+        PlanEntry(
+            plan=p.hex(),
+            membership=p == derived.workspace,
+            events=sum(c.seq for c in chains.get(p, [])),
+            chains=chains.get(p, []),
+        )
+        for p in derived.plans
+    ]
+    last = max((r.event.env.hlc for r in derived.records), default=None)
+    entries = []
+    for rel in sorted(files):
+        size, digest = file_sha256(folder / rel)
+        entries.append(FileEntry(rel, size, digest, file_rows(derived, rel)))
+    counts = {
+        "events": len(derived.records),
+        "plans": sum(1 for p in plans if not p.membership),
+        "chains": len(derived.heads),
+        **{f"rows.{name}": len(rows) for name, rows in sorted(derived.tables.items())},
+    }
+    manifest = Manifest(
+        format=FORMAT,
+        tool={"name": "vidda", "version": tool_version()},
+        projection=projection_versions(),
+        command=command,
+        exported_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        workspace=derived.workspace.hex(),
+        admins=[a.hex() for a in derived.admins],
+        formats=list(formats),
+        cutoff=Cutoff(cutoff_rx, len(derived.records), to_iso(last) if last is not None else None),
+        plans=plans,
+        counts=counts,
+        files=entries,
+    )
+    manifest.content_sha256 = content_hash(manifest)
+    return manifest
+
+
+def encode_manifest(manifest: Manifest) -> bytes:
+    return msgspec.json.format(msgspec.json.encode(manifest), indent=2) + b"\n"
+
+
+def decode_manifest(data: bytes) -> Manifest:
+    """Raises `msgspec.DecodeError` / `msgspec.ValidationError` on a bad manifest."""
+    return msgspec.json.decode(data, type=Manifest)
