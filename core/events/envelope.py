@@ -173,7 +173,8 @@ def seal(
     return open_event(raw, verify=False, strict=False)
 
 
-def _decode_body(tag: str, data: bytes | msgspec.Raw) -> Body | UnknownBody:
+def decode_body(tag: str, data: bytes | msgspec.Raw) -> Body | UnknownBody:
+    """Decode a body by its envelope's type tag (upcasting old shapes)."""
     decoder = _body_decoders.get(tag)
     if decoder is not None:
         return decoder.decode(data)
@@ -244,7 +245,7 @@ def open_event(raw: bytes, *, verify: bool = True, strict: bool = True) -> Event
     if env.seq == 1 and env.prev != bytes(HASH_LEN):
         raise EventError("bad_prev", "first event of a chain must have a zero prev")
     try:
-        body = _decode_body(env.type, bytes(env.body))
+        body = decode_body(env.type, bytes(env.body))
     except (*_DECODE_ERRORS, ValueError, AttributeError, TypeError) as exc:
         # ValueError/AttributeError/TypeError: an upcaster handed a strange old body.
         raise EventError("invalid_body", f"{env.type}: {exc}") from None
@@ -268,4 +269,4 @@ def open_event(raw: bytes, *, verify: bool = True, strict: bool = True) -> Event
 def decode_stored(raw: bytes) -> Event:
     """Fast decode of bytes that already passed `open_event` on the way in."""
     env = _envelope_decoder.decode(raw[:-SIGNATURE_LEN])
-    return Event(id=event_id(raw), raw=raw, env=env, body=_decode_body(env.type, env.body))
+    return Event(id=event_id(raw), raw=raw, env=env, body=decode_body(env.type, env.body))

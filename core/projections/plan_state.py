@@ -30,12 +30,15 @@ Unknown event types are counted in `skipped` and otherwise ignored.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from operator import attrgetter
 from typing import Any, cast
 
 import msgspec
+from msgspec import UNSET
 
 from core.events.bodies import (
+    ROLE_EDIT,
     ROLE_MEMBERSHIP,
     ROLE_REMOVAL,
     ROLE_RESOLUTION,
@@ -163,6 +166,52 @@ def canonical_bytes(state: PlanState) -> bytes:
     return _encoder.encode(state.canonical())
 
 
+# What the fold needs to know about a body class, looked up once per class:
+# (role, entity kind or None when the body names it, id getter or None for
+# the plan itself, creates, entity field names, values getter or None when
+# the class computes its own `sets()`, carries `replaces`).
+_Recipe = tuple[
+    int,
+    str | None,
+    Callable[[Any], bytes] | None,
+    bool,
+    tuple[str, ...],
+    Callable[[Any], tuple[Any, ...]] | None,
+    bool,
+]
+_RECIPES: dict[type, _Recipe] = {}
+
+
+def _recipe(cls: type) -> _Recipe:
+    found = _RECIPES.get(cls)
+    if found is not None:
+        return found
+    role = getattr(cls, "ROLE", ROLE_UNKNOWN)
+    if not issubclass(cls, Body):
+        found = (role, None, None, False, (), None, False)
+    else:
+        own_kind = cls.entity_kind is Body.entity_kind
+        own_sets = cls.sets is Body.sets
+        id_field = cls.ID_FIELD
+        values = cls._VALUES if own_sets else None
+        if own_sets and len(cls._FIELDS) == 1:
+            getter = attrgetter(cls._SETTABLE[0][0])
+            values = lambda body: (getter(body),)  # noqa: E731
+        elif own_sets and cls._SETTABLE:
+            values = attrgetter(*(attr for attr, _ in cls._SETTABLE))
+        found = (
+            role,
+            cls.ENTITY if own_kind else None,
+            attrgetter(id_field) if id_field else None,
+            cls.CREATES,
+            cls._FIELDS,
+            values,
+            "replaces" in cls.__struct_fields__,
+        )
+    _RECIPES[cls] = found
+    return found
+
+
 def evolve(state: PlanState, event: Event) -> PlanState:
     """Fold one event into `state` (in place) and return it.
 
@@ -177,7 +226,46 @@ def evolve(state: PlanState, event: Event) -> PlanState:
     applied.add(eid)
     state.events += 1
     body = event.body
-    role = body.ROLE
+    role, kind, get_id, creates, names, get_values, has_replaces = _RECIPES.get(
+        type(body)
+    ) or _recipe(type(body))
+    if role != ROLE_EDIT or kind is None or get_values is None:
+        return _evolve_special(state, event, role)
+    env = event.env
+    key = (kind, env.plan if get_id is None else get_id(body))
+    entities = state.entities
+    ent = entities.get(key)
+    if ent is None:
+        ent = entities[key] = EntityState(kind, key[1], None, {}, {}, set())
+    if creates and (ent.created is None or eid < ent.created):
+        ent.created = eid
+    replaces = body.replaces if has_replaces else None  # type: ignore[union-attr]
+    hlc, author = env.hlc, env.author
+    fields = ent.fields
+    for name, value in zip(names, get_values(body), strict=True):
+        if value is UNSET:
+            continue
+        fs = fields.get(name)
+        if fs is None:
+            fs = fields[name] = FieldState({}, b"", set())
+        replaced = fs.unpacked
+        if replaced is None:
+            replaced = fs.replaced
+        if replaces:
+            heads = fs.heads
+            for r in replaces:
+                heads.pop(r, None)
+            replaced.update(replaces)
+        if eid not in replaced:
+            fs.heads[eid] = Head(hlc, author, value)
+    return state
+
+
+def _evolve_special(state: PlanState, event: Event, role: int) -> PlanState:
+    """The rarer events: unknown types, membership, removals, resolutions and
+    bodies that compute their own fields (already counted in `events`)."""
+    eid = event.id
+    body = event.body
     if role == ROLE_UNKNOWN:
         body = cast(UnknownBody, body)
         state.skipped[body.type] = state.skipped.get(body.type, 0) + 1

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from core.events.envelope import decode_stored
 from core.projections.plan_state import (
     FOLD_VERSION,
     PlanState,
@@ -50,10 +49,9 @@ def gc_paused() -> Iterator[None]:
 async def rebuild_state(log: EventLog, plan: bytes) -> PlanState:
     """Fold the plan from zero, ignoring checkpoints."""
     state = PlanState(plan)
-    rows = await log.raw_events(plan)
     with gc_paused():
-        for _, raw in rows:
-            evolve(state, decode_stored(raw))
+        for _, ev in await log.decoded_events(plan):
+            evolve(state, ev)
     return state
 
 
@@ -76,10 +74,10 @@ async def load_state(log: EventLog, plan: bytes, *, checkpoint: bool = True) -> 
             state, upto = restore(bytes(row[2])), int(row[1])
         except (SnapshotMismatch, msgspec.DecodeError, msgspec.ValidationError):
             state, upto = PlanState(plan), 0
-    tail = await log.raw_events(plan, after_rx=upto)
     with gc_paused():
-        for _, raw in tail:
-            evolve(state, decode_stored(raw))
+        tail = await log.decoded_events(plan, after_rx=upto)
+        for _, ev in tail:
+            evolve(state, ev)
     # Checkpoints grow with history (every replaced id is kept), so write
     # one after a tail of at least a tenth of the plan: the amortised cost
     # per event stays bounded as a plan grows.

@@ -159,6 +159,7 @@ class EventLog:
             for no, tag in await cur.fetchall():
                 self._type_nos[tag] = no
                 self.numbers.types[no] = type_encoding(tag)
+                self.numbers.tags[no] = tag
         async with self._conn.execute("SELECT plan_no, plan_id FROM plans") as cur:
             for no, pid in await cur.fetchall():
                 self._plan_nos[bytes(pid)] = no
@@ -193,6 +194,7 @@ class EventLog:
         self._device_keys.clear()
         self._type_nos.clear()
         self.numbers.types.clear()
+        self.numbers.tags.clear()
         self.numbers.heads.clear()
         await self._load_numbers()
 
@@ -222,6 +224,7 @@ class EventLog:
             no = await self._number("types", "type_no", "type", tag)
             self._type_nos[tag] = no
             self.numbers.types[no] = type_encoding(tag)
+            self.numbers.tags[no] = tag
         return no
 
     async def stored_row(self, plan_no: int, dev_no: int, ev: Event) -> Row:
@@ -513,6 +516,27 @@ class EventLog:
             raw_or_data = self.numbers.raw_or_data
             return [(rx, raw_or_data(p, d, s, h, t, data)) for rx, p, d, s, h, t, data in rows]
 
+    async def decoded_events(
+        self, plan: bytes, after_rx: int = 0, *, upto_rx: int | None = None
+    ) -> list[tuple[int, Event]]:
+        """(rx, event) of `plan`'s events in receive order after `after_rx`
+        (and up to `upto_rx`): `raw_events`, decoded straight from the rows
+        (`Numbers.event_of`)."""
+        plan_no = await self._known_plan_no(plan)
+        if plan_no is None:
+            return []
+        rows = await self._conn.execute_fetchall(
+            f"SELECT rx, {ROW_COLUMNS} FROM events WHERE +plan_no=? AND rx>? AND rx<=? ORDER BY rx",
+            (plan_no, after_rx, upto_rx if upto_rx is not None else 2**62),
+        )
+        try:
+            event_of = self.numbers.event_of
+            return [(rx, event_of(p, d, s, h, t, data)) for rx, p, d, s, h, t, data in rows]
+        except KeyError:  # a device or type another process added
+            await self._load_numbers()
+            raws = await self.raws(row[1:] for row in rows)
+            return [(row[0], decode_stored(raw)) for row, raw in zip(rows, raws, strict=True)]
+
     async def events_with_id_prefix(self, plan: bytes, prefix: str) -> list[Event]:
         """`plan`'s events whose id (hex) starts with `prefix`: hashes every
         stored event, decodes only the matches."""
@@ -524,7 +548,7 @@ class EventLog:
         return [decode_stored(raw) for _, raw in rows if event_id(raw).hex().startswith(wanted)]
 
     async def events(self, plan: bytes) -> list[Event]:
-        return [decode_stored(raw) for _, raw in await self.raw_events(plan)]
+        return [ev for _, ev in await self.decoded_events(plan)]
 
     async def chains(self) -> AsyncIterator[tuple[bytes, bytes, list[tuple[int, int, bytes]]]]:
         """Every stored chain: (plan, device, [(seq, hlc, raw)…] by seq)."""

@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable
+from hashlib import sha256 as _sha256
 from typing import NamedTuple
 
 import msgspec
 
-from core.events.envelope import FORMAT_VERSION
+from core.events.envelope import FORMAT_VERSION, Envelope, Event, decode_body, decode_stored
 from core.events.ids import HASH_LEN, KEY_LEN, UUID_LEN
 from core.events.limits import SIGNATURE_LEN
 
@@ -75,13 +76,14 @@ def pack(
 class Numbers:
     """What splicing needs from the log's small-number tables."""
 
-    __slots__ = ("devices", "heads", "plans", "types", "workspace")
+    __slots__ = ("devices", "heads", "plans", "tags", "types", "workspace")
 
     def __init__(self, workspace: bytes) -> None:
         self.workspace = workspace
         self.plans: dict[int, bytes] = {}
         self.devices: dict[int, bytes] = {}
         self.types: dict[int, bytes] = {}  # type_no -> msgpack-encoded tag
+        self.tags: dict[int, str] = {}  # type_no -> tag
         self.heads: dict[tuple[int, int], bytes] = {}
 
     def head(self, plan_no: int, device_no: int) -> bytes:
@@ -101,6 +103,33 @@ class Numbers:
         if type_no is None:
             return bytes(data)
         return splice(self.head(plan_no, device_no), seq, hlc, self.types[type_no], data)
+
+    def event_of(
+        self, plan_no: int, device_no: int, seq: int, hlc: int, type_no: int | None, data: bytes
+    ) -> Event:
+        """The decoded event of one stored row. The envelope is built from the
+        same columns the signed bytes are spliced from (so it equals their
+        decode) and the id is the hash of those bytes; only the body is
+        decoded. KeyError as for `raw_of`."""
+        if type_no is None:
+            return decode_stored(bytes(data))
+        plan = self.plans[plan_no]
+        author = self.devices[device_no]
+        tag = self.tags[type_no]
+        raw = splice(self.head(plan_no, device_no), seq, hlc, self.types[type_no], data)
+        body = data[HASH_LEN:-SIGNATURE_LEN]
+        env = Envelope(
+            FORMAT_VERSION,
+            self.workspace,
+            plan,
+            author,
+            seq,
+            data[:HASH_LEN],
+            hlc,
+            tag,
+            msgspec.Raw(body),
+        )
+        return Event(_sha256(raw).digest(), raw, env, decode_body(tag, body))
 
     def raw_or_data(
         self, plan_no: int, device_no: int, seq: int, hlc: int, type_no: int | None, data: bytes
@@ -124,7 +153,9 @@ def load_numbers(conn: sqlite3.Connection) -> Numbers:
     numbers = Numbers(bytes(workspace))
     numbers.plans.update((n, bytes(p)) for n, p in conn.execute("SELECT * FROM plans"))
     numbers.devices.update((n, bytes(d)) for n, d in conn.execute("SELECT * FROM devices"))
-    numbers.types.update((n, type_encoding(t)) for n, t in conn.execute("SELECT * FROM types"))
+    for n, t in conn.execute("SELECT * FROM types"):
+        numbers.types[n] = type_encoding(t)
+        numbers.tags[n] = t
     return numbers
 
 

@@ -31,10 +31,10 @@ from core.store.errors import StoreError
 from core.store.event_log import EventLog
 from core.store.rows import ROW_COLUMNS
 
-TIMELINE_STEP = 2_000
+TIMELINE_STEP = 1_000
 # Stored in the `fold` column: the fold version plus the blob's packing, so a
 # checkpoint of another fold or packing is ignored and rebuilt.
-TIMELINE_FORMAT = FOLD_VERSION + "+zlib1"
+TIMELINE_FORMAT = f"{FOLD_VERSION}+zlib1+step{TIMELINE_STEP}"
 
 
 def pack_checkpoint(state: PlanState) -> bytes:
@@ -64,15 +64,16 @@ async def _chains(log: EventLog, plan_no: int) -> tuple[dict[int, int], set[int]
     """({device_no: highest seq} of the plan's chains, the unordered ones).
     One index seek per device of the log, not a scan of the plan."""
     rows = await log._conn.execute_fetchall(
-        "SELECT device_no, (SELECT max(seq) FROM events e "
-        "WHERE e.plan_no=?1 AND e.device_no=d.device_no) FROM devices d",
+        f"SELECT device_no, {_TOP_SEQ}, EXISTS(SELECT 1 FROM unordered_chains u "
+        "WHERE u.plan_no=?1 AND u.device_no=d.device_no) FROM devices d",
         (plan_no,),
     )
-    heads = {int(d): int(s) for d, s in rows if s is not None}
-    rows = await log._conn.execute_fetchall(
-        "SELECT device_no FROM unordered_chains WHERE plan_no=?", (plan_no,)
-    )
-    return heads, {int(r[0]) for r in rows}
+    heads = {int(d): int(s) for d, s, _ in rows if s is not None}
+    return heads, {int(d) for d, s, unordered in rows if s is not None and unordered}
+
+
+# The highest seq of device d's chain in plan ?1: one index seek.
+_TOP_SEQ = "(SELECT max(seq) FROM events e WHERE e.plan_no=?1 AND e.device_no=d.device_no)"
 
 
 def _bound(key: Key, author: bytes) -> tuple[int, int]:
@@ -131,34 +132,46 @@ async def _events_between(log: EventLog, plan_no: int, lo: Key | None, hi: Key) 
         last = min(next(ends), _bound(hi, author)[1])
         if last > first:
             ranges.append((dev_no, first, last))
-    ranges += [(d, 0, heads[d]) for d in sorted(unordered & heads.keys())]
+    whole = sorted(unordered & heads.keys())
+    ranges += [(d, 0, heads[d]) for d in whole]
     rows: list[Any] = []
-    for dev_no, first, last in ranges:
-        rows += await log._conn.execute_fetchall(
-            f"SELECT {ROW_COLUMNS} FROM events WHERE plan_no=? AND device_no=? "
-            "AND seq>? AND seq<=?",
-            (plan_no, dev_no, first, last),
+    if ranges:  # one query for all chains: each aiosqlite call is a thread hop
+        rows = list(
+            await log._conn.execute_fetchall(
+                " UNION ALL ".join(
+                    f"SELECT {ROW_COLUMNS} FROM events WHERE plan_no=? AND device_no=? "
+                    "AND seq>? AND seq<=?"
+                    for _ in ranges
+                ),
+                [v for dev_no, first, last in ranges for v in (plan_no, dev_no, first, last)],
+            )
         )
-    raws = await log.raws(rows)
     with gc_paused():
-        events = [decode_stored(raw) for raw in raws]
-    picked = [e for e in events if (lo is None or key_of(e) > lo) and key_of(e) <= hi]
-    picked.sort(key=key_of)
-    return picked
+        try:
+            event_of = log.numbers.event_of
+            events = [event_of(*row) for row in rows]
+        except KeyError:  # a device or type another process added
+            events = [decode_stored(raw) for raw in await log.raws(rows)]
+    if whole:  # only chains read whole can hold events outside (lo, hi]
+        events = [e for e in events if (lo is None or key_of(e) > lo) and key_of(e) <= hi]
+    events.sort(key=key_of)
+    return events
 
 
 async def _latest_checkpoint(
     log: EventLog, plan_no: int, limit: Key
 ) -> tuple[int, Key, bytes] | None:
-    async with log._conn.execute(
-        "SELECT events, hlc, author, seq, state FROM timeline_checkpoints "
-        "WHERE plan_no=? AND fold=? AND (hlc, author, seq) <= (?, ?, ?) "
-        "ORDER BY events DESC LIMIT 1",
-        (plan_no, TIMELINE_FORMAT, limit[0], limit[1], min(limit[2], 2**63 - 1)),
-    ) as cur:
-        row = await cur.fetchone()
-    if row is None:
+    rows = list(
+        await log._conn.execute_fetchall(
+            "SELECT events, hlc, author, seq, state FROM timeline_checkpoints "
+            "WHERE plan_no=? AND fold=? AND (hlc, author, seq) <= (?, ?, ?) "
+            "ORDER BY events DESC LIMIT 1",
+            (plan_no, TIMELINE_FORMAT, limit[0], limit[1], min(limit[2], 2**63 - 1)),
+        )
+    )
+    if not rows:
         return None
+    row = rows[0]
     return int(row[0]), (int(row[1]), bytes(row[2]), int(row[3])), bytes(row[4])
 
 
@@ -199,12 +212,12 @@ async def ensure_checkpoints(log: EventLog, plan: bytes) -> int:
 async def _uncovered(log: EventLog, plan_no: int) -> int:
     """How many of the plan's events come after its last time-line checkpoint."""
     rows = await log._conn.execute_fetchall(
-        "SELECT coalesce((SELECT events FROM timeline_checkpoints WHERE plan_no=?1 AND fold=?2 "
+        f"SELECT coalesce((SELECT sum({_TOP_SEQ}) FROM devices d), 0) - coalesce(("
+        "SELECT events FROM timeline_checkpoints WHERE plan_no=?1 AND fold=?2 "
         "ORDER BY events DESC LIMIT 1), 0)",
         (plan_no, TIMELINE_FORMAT),
     )
-    done = int(next(iter(rows))[0])
-    return sum((await _chains(log, plan_no))[0].values()) - done
+    return int(next(iter(rows))[0])
 
 
 async def state_as_of(log: EventLog, plan: bytes, limit: Key) -> PlanState:

@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from core.events import bodies as b
-from core.events.envelope import Envelope, Event, open_event
+from core.events.envelope import Envelope, Event, decode_stored, open_event
 from core.events.ids import ZERO_HASH, new_uuid7
 from core.identity.keyfile import DeviceKey
 from core.projections.plan_state import canonical_bytes, project
@@ -83,6 +83,13 @@ async def test_an_unusually_encoded_event_is_stored_whole(tmp_path: Path) -> Non
         report = await log.ingest([first.raw, odd.raw, third.raw])
         assert len(report.accepted) == 3 and not report.rejected
         assert [raw for _, raw in await log.raw_events(plan)] == [first.raw, odd.raw, third.raw]
+        # Packed rows decode from their columns, whole ones from their bytes:
+        # both equal a decode of the signed bytes.
+        decoded = [ev for _, ev in await log.decoded_events(plan)]
+        assert decoded == [decode_stored(e.raw) for e in (first, odd, third)]
+        assert [bytes(e.env.body) for e in decoded] == [
+            bytes(decode_stored(e.raw).env.body) for e in (first, odd, third)
+        ]
         assert (await verify_log(log, full=True)).ok
         again = await log.ingest([odd.raw])
         assert again.duplicates == 1
