@@ -645,3 +645,22 @@ async def _build(path: Path, events: int, devices: int) -> dict[str, str]:
     finally:
         conn.close()
     return {"workspace": gen.workspace.hex(), "plan": gen.plan.hex()}
+
+
+def with_consent(work: Workload, directory: Path) -> Path:
+    """A private copy of the log with the plan's research consent given (by
+    device 0, as the plan's last event): without it an export holds only
+    aggregate counts (docs/research.md, "Consent")."""
+    from core.events.bodies import ResearchConsentGiven
+
+    path = work.copy_to(directory)
+
+    async def give() -> None:
+        log = await EventLog.open(path)
+        try:
+            await log.append(work.signer(0), work.plan, [ResearchConsentGiven(note="bench")])
+        finally:
+            await log.close()
+
+    asyncio.run(give())
+    return path

@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         cli_bundle,
         cli_demo,
         cli_plan,
+        cli_replay,
         cli_research,
         cli_server,
         cli_sync,
@@ -71,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_plan.register(sub)
     cli_bundle.register(sub)
     cli_research.register(sub)
+    cli_replay.register(sub)
     cli_sync.register(sub)
     cli_server.register(sub)
     cli_demo.register(sub)

@@ -117,6 +117,13 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_resolve)
 
+    p = psub.add_parser("consent", help="record research consent for the plan: given or withdrawn")
+    p.add_argument("plan")
+    p.add_argument("consent", choices=("given", "withdrawn"))
+    p.add_argument("--note", help="on what terms, by whose decision (e.g. a case reference)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_consent)
+
     p = sub.add_parser("log", help="who changed what, when: old → new")
     p.add_argument("plan")
     p.add_argument("--json", action="store_true")
@@ -378,6 +385,13 @@ async def cmd_resolve(args: argparse.Namespace, extra: list[str]) -> int:
         field = PLAN_FIELD_ALIASES.get(args.field, args.field) if kind == "plan" else args.field
         value = typed_values(state, kind, {field: args.value})[field]
         return [edits.resolve(state, kind, eid, field, value)], None
+
+    return await _edit(args, build)
+
+
+async def cmd_consent(args: argparse.Namespace, extra: list[str]) -> int:
+    def build(state: PlanState) -> tuple[list[Any], None]:
+        return [edits.record_consent(state, given=args.consent == "given", note=args.note)], None
 
     return await _edit(args, build)
 

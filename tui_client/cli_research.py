@@ -9,18 +9,24 @@ failed, 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from core.identity.atomic_file import write_atomic
 from core.research.export import derive
+from core.research.manifest import MANIFEST, decode_manifest
+from core.research.privacy import ANONYMISED, FULL, KEY_BYTES, PSEUDONYMISED, key_id, redact
 from core.research.snapshot import read_snapshot
-from core.research.verify_export import verify_export
+from core.research.verify_export import compare_with, verify_export
 from core.research.writers import FORMATS, ExportError, export_to, require_pyarrow
 from tui_client.cli import UsageError, emit_json
 from tui_client.cli_plan import resolve_plan
 from tui_client.home import Home
+
+EXPORT_KEY = "export.key"
 
 
 def register(sub: Any) -> None:
@@ -37,12 +43,38 @@ def register(sub: Any) -> None:
         "events.jsonl is always written)",
     )
     p.add_argument("--out", required=True, type=Path, help="a new or empty folder")
+    privacy = p.add_mutually_exclusive_group()
+    privacy.add_argument(
+        "--pseudonymise",
+        action="store_true",
+        help="persons, devices and personal actors as stable pseudonyms (HMAC-SHA256 under "
+        "the export key); no signed bytes",
+    )
+    privacy.add_argument(
+        "--anonymise",
+        action="store_true",
+        help="no key, device, person name, event id or signed bytes; personal actors' "
+        "names, descriptions and notes about them removed",
+    )
+    p.add_argument(
+        "--export-key",
+        type=Path,
+        help=f"the pseudonym key file (made if missing; default HOME/{EXPORT_KEY}); "
+        "keep it apart from the export",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("verify-export", help="prove an export authentic, complete and unchanged")
     p.add_argument("folder", type=Path)
     p.add_argument("--full", action="store_true", help="check every signature one by one")
+    p.add_argument(
+        "--against-home",
+        action="store_true",
+        help="derive the export again from this home's log (at the manifest's cut-off) and "
+        "compare every file: proves pseudonymised and anonymised exports",
+    )
+    p.add_argument("--export-key", type=Path, help="the pseudonym key (default HOME/export.key)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_verify_export)
 
@@ -95,12 +127,70 @@ def _formats(values: list[str]) -> tuple[str, ...]:
     return tuple(chosen)
 
 
+def export_key(home: Home, path: Path | None, *, create: bool, out: Path | None = None) -> bytes:
+    """The pseudonym key: `path` or HOME/export.key, made (0600, 32 random
+    bytes as hex) if missing and `create`. Never inside the export folder."""
+    path = path if path is not None else home.path / EXPORT_KEY
+    if out is not None and path.resolve().is_relative_to(out.resolve()):
+        raise UsageError("--export-key must not be inside the export folder")
+    if not path.exists():
+        if not create:
+            raise UsageError(f"no export key at {path} (--export-key FILE)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, secrets.token_bytes(KEY_BYTES).hex().encode() + b"\n", mode=0o600)
+        print(
+            f"vidda: made a new pseudonym key: {path} (keep it apart from the export)",
+            file=sys.stderr,
+        )
+    text = path.read_text("ascii", errors="replace").strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise UsageError(f"{path} is not a pseudonym key (hex)") from None
+    if len(key) < 16:
+        raise UsageError(f"{path}: a pseudonym key has at least 16 bytes")
+    return key
+
+
+def _mode(args: argparse.Namespace) -> str:
+    return PSEUDONYMISED if args.pseudonymise else ANONYMISED if args.anonymise else FULL
+
+
+def _command(mode: str) -> list[str]:
+    """The command as typed, for the manifest; in a private mode without
+    paths (a home or key path names a person's user folder)."""
+    argv = ["vidda", *sys.argv[1:]]
+    if mode == FULL:
+        return argv
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            out.append("…")
+            skip = False
+        elif arg in ("--home", "--export-key", "--out"):
+            out.append(arg)
+            skip = True
+        elif arg.startswith(("--home=", "--export-key=", "--out=")):
+            out.append(arg.split("=", 1)[0] + "=…")
+        else:
+            out.append(arg)
+    return out
+
+
 async def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
     home: Home = args.home_dir
     formats = _formats(args.format)
+    mode = _mode(args)
+    if args.export_key is not None and mode != PSEUDONYMISED:
+        raise UsageError("--export-key goes with --pseudonymise")
     try:
         if "parquet" in formats:
             require_pyarrow()  # before the work, not after it
+        key = (
+            export_key(home, args.export_key, create=True, out=args.out)
+            if mode == PSEUDONYMISED
+            else None
+        )
         log = await home.open_log()
         try:
             plans = (
@@ -114,12 +204,12 @@ async def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
             await log.close()
         bar = ProgressBar()
         try:
-            derived = derive(snap, bar)
+            derived = redact(derive(snap, bar), mode, key)
             manifest = export_to(
                 args.out,
                 derived,
                 formats=formats,
-                command=["vidda", *sys.argv[1:]],
+                command=_command(mode),
                 cutoff_rx=snap.cutoff_rx,
                 progress=bar,
             )
@@ -128,8 +218,16 @@ async def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
     except ExportError as exc:
         print(f"vidda: error: {exc}", file=sys.stderr)
         return 1
+    for plan in sorted(derived.aggregated):
+        print(
+            f"vidda: plan {plan.hex()[:12]}: no research consent ({derived.consent[plan]}): "
+            "exported as aggregate counts only",
+            file=sys.stderr,
+        )
     summary = {
         "folder": str(args.out),
+        "mode": manifest.mode,
+        "aggregated_plans": [p.hex() for p in sorted(derived.aggregated)],
         "formats": manifest.formats,
         "plans": manifest.counts["plans"],
         "events": manifest.counts["events"],
@@ -143,7 +241,7 @@ async def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
         print(
             f"exported {summary['events']} events of {summary['plans']} plan(s) "
             f"({summary['chains']} chains) to {args.out}: {len(manifest.files)} files "
-            f"({', '.join(manifest.formats)})"
+            f"({', '.join(manifest.formats)})" + ("" if mode == FULL else f", {mode}")
         )
         print(f"content sha256 {manifest.content_sha256}")
     return 0
@@ -158,6 +256,11 @@ async def cmd_verify_export(args: argparse.Namespace, extra: list[str]) -> int:
         report = verify_export(args.folder, full=args.full, progress=bar)
     finally:
         bar.close()
+    if args.against_home:
+        again = await _against_home(args)
+        report.notes += again.notes
+        report.problems += again.problems
+        report.rederived = again.rederived
     if args.json:
         data = {f: getattr(report, f) for f in report.__struct_fields__}
         emit_json({**data, "ok": report.ok})
@@ -173,3 +276,31 @@ async def cmd_verify_export(args: argparse.Namespace, extra: list[str]) -> int:
             f"{len(report.problems)} problems"
         )
     return 0 if report.ok else 1
+
+
+async def _against_home(args: argparse.Namespace) -> Any:
+    """Derive the export again from this home's log, as the manifest says it
+    was made (plans, cut-off, formats, mode, key), and compare every file."""
+    home: Home = args.home_dir
+    manifest = decode_manifest((args.folder / MANIFEST).read_bytes())
+    key = None
+    if manifest.mode == PSEUDONYMISED:
+        key = export_key(home, args.export_key, create=False)
+        if key_id(key) != manifest.pseudonym_key_id:
+            raise UsageError(
+                f"the export key is not the one the export was made with "
+                f"(key id {key_id(key)}, the manifest's {manifest.pseudonym_key_id})"
+            )
+    log = await home.open_log()
+    try:
+        plans = [bytes.fromhex(p.plan) for p in manifest.plans if not p.membership]
+        admins = [bytes.fromhex(a) for a in home.profile().admins]
+        snap = await read_snapshot(log, plans, admins, cutoff_rx=manifest.cutoff.receive_position)
+    finally:
+        await log.close()
+    report = compare_with(args.folder, redact(derive(snap), manifest.mode, key), manifest)
+    report.notes.append(
+        f"derived again from {home.path} up to receive position "
+        f"{manifest.cutoff.receive_position}: {len(report.rederived)} files identical"
+    )
+    return report

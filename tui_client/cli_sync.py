@@ -37,6 +37,11 @@ def register(sub: Any) -> None:
     p.add_argument("--name", required=True, help="the person behind the device")
     p.add_argument("--role", required=True, choices=ROLES)
     p.add_argument("--plan", action="append", default=[], help="limit to these plans")
+    p.add_argument(
+        "--affiliation",
+        choices=("municipality", "adviser", "researcher", "other"),
+        help="who the person works for (research reports: municipal staff vs advisers)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_member_add)
     p = msub.add_parser("revoke", help="cut a device off (run on an admin's device, then sync)")
@@ -161,7 +166,9 @@ async def cmd_member_add(args: argparse.Namespace, extra: list[str]) -> int:
     log = await home.open_log()
     try:
         plans = [await resolve_plan(log, p) for p in args.plan]
-        body = MemberAdded(device=device, name=name, role=args.role, plans=plans)
+        body = MemberAdded(
+            device=device, name=name, role=args.role, plans=plans, affiliation=args.affiliation
+        )
         (event,) = await log.append(home.signer(), log.workspace, [body])
     finally:
         await log.close()
@@ -209,6 +216,7 @@ async def cmd_member_list(args: argparse.Namespace, extra: list[str]) -> int:
             "device": m.device.hex(),
             "name": m.name,
             "role": m.role,
+            "affiliation": m.affiliation,
             "plans": [p.hex() for p in m.plans],
             "admin": m.admin,
             "revoked": m.revoked,

@@ -60,6 +60,12 @@ def render_plan(view: dict[str, Any], names: dict[str, str]) -> str:
         f"{_val(f.get('period_start'))} → {_val(f.get('period_end'))} · "
         f"themes: {_val(f.get('themes'))}"
     )
+    if f.get("research_consent"):
+        note = f.get("research_consent_note")
+        lines.append(
+            f"  research consent: {f['research_consent']}{' (' + note + ')' if note else ''}"
+            f"{_mark(plan_like, 'research_consent')}"
+        )
     lines.append("")
     lines.append(
         f"Samfunnsmål ({_val(f.get('societal_goal_horizon'))}): "

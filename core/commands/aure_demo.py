@@ -290,4 +290,6 @@ def aure_plan() -> tuple[bytes, list[Body]]:
             text="Husk å invitere ungdomsrådet og grendelagene til det store arbeidsverkstedet.",
         )
     )
+    # The demo plan may be exported for research (docs/research.md, "Consent").
+    bodies.append(b.ResearchConsentGiven(note="Følgeforskning i Veiledningspiloten (demo)."))
     return plan, bodies

@@ -18,6 +18,8 @@ from core.events.bodies import (
     KeyQuestionAnswered,
     PhaseAdded,
     PlanCreated,
+    ResearchConsentGiven,
+    ResearchConsentWithdrawn,
 )
 from core.events.ids import new_uuid7
 from core.events.schema import (
@@ -95,6 +97,8 @@ def _check_values(kind: str, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _setter(kind: str, field: str) -> type[Body]:
+    if kind == "plan" and field.startswith("research_consent"):
+        raise EditError("research consent is given or withdrawn as a whole (plan consent)")
     for cls in FIELD_SETTERS.get((kind, field), []):
         if not cls.CREATES and cls is not ActivityCompleted:
             return cls
@@ -193,6 +197,23 @@ def resolve(state: PlanState, kind: str, entity_id: bytes, field: str, value: An
         value=value,
         replaces=heads(state, kind, entity_id, field),
     )
+
+
+def record_consent(state: PlanState, *, given: bool, note: str | None = None) -> Body:
+    """Research consent for the plan given or withdrawn, replacing every
+    earlier consent event the author's replica holds."""
+    plan = state.plan
+    if state.entity("plan", plan) is None:
+        raise EditError(f"no plan {plan.hex()} in this log")
+    replaces = sorted(
+        set(heads(state, "plan", plan, "research_consent"))
+        | set(heads(state, "plan", plan, "research_consent_note"))
+    )
+    note = _check_values("plan", {"research_consent_note": note})["research_consent_note"]
+    cls = ResearchConsentGiven if given else ResearchConsentWithdrawn
+    body = cls(note=note, replaces=replaces)
+    _validate([body])
+    return body
 
 
 def find_entity(state: PlanState, entity_id: bytes) -> str:

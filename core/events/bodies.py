@@ -95,6 +95,7 @@ Strategy = Literal["inform", "consult", "involve", "collaborate", "empower"]
 DecisionBody = Literal[
     "working_group", "project_group", "management", "executive_committee", "council", "other"
 ]
+ResearchConsent = Literal["given", "withdrawn"]
 
 
 ROLE_EDIT, ROLE_REMOVAL, ROLE_RESOLUTION, ROLE_UNKNOWN, ROLE_MEMBERSHIP = 0, 1, 2, 3, 4
@@ -200,6 +201,29 @@ class KeyQuestionAnswered(Body, frozen=True):
 
     def sets(self) -> list[tuple[str, Any]]:
         return [(f"q_{self.question}", self.answer)]
+
+
+class ResearchConsentGiven(Body, frozen=True):
+    """The plan's municipality consents to research exports of the plan's
+    events (see docs/research.md, "Consent"). `note`: on what terms, by whose
+    decision (a case reference, say)."""
+
+    ENTITY = "plan"
+    FIELD_MAP = {"consent": "research_consent", "note": "research_consent_note"}
+    consent: Literal["given"] = "given"
+    note: Text | None = None
+    replaces: Replaces = []
+
+
+class ResearchConsentWithdrawn(Body, frozen=True):
+    """Consent to research exports is withdrawn: from now on an export holds
+    only aggregate counts of the plan."""
+
+    ENTITY = "plan"
+    FIELD_MAP = {"consent": "research_consent", "note": "research_consent_note"}
+    consent: Literal["withdrawn"] = "withdrawn"
+    note: Text | None = None
+    replaces: Replaces = []
 
 
 # --- sub-goals -------------------------------------------------------------------------
@@ -530,6 +554,10 @@ class ConflictResolved(Body, frozen=True):
 # them (core.identity.membership folds them; the plan fold skips them).
 
 MemberRole = Literal["owner", "editor", "viewer"]
+# Who the person works for, for research views ("municipal staff vs advisers"):
+# municipality (staff, politicians), adviser (Distriktssenteret, the county),
+# researcher, other. None: not said (events from before the field existed).
+Affiliation = Literal["municipality", "adviser", "researcher", "other"]
 
 
 class Cutoff(msgspec.Struct, frozen=True, array_like=True):
@@ -547,6 +575,7 @@ class MemberAdded(Body, frozen=True):
     name: ShortText
     role: MemberRole
     plans: Annotated[list[Uuid], msgspec.Meta(max_length=MAX_LIST)] = []  # empty: every plan
+    affiliation: Affiliation | None = None
 
 
 class MemberRevoked(Body, frozen=True):
@@ -569,6 +598,8 @@ BODY_TYPES: tuple[type[Body], ...] = (
     DesiredResultRevised,
     DesiredResultAssessed,
     KeyQuestionAnswered,
+    ResearchConsentGiven,
+    ResearchConsentWithdrawn,
     SubGoalAdded,
     SubGoalRevised,
     PhaseAdded,

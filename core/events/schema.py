@@ -38,6 +38,17 @@ def _strip_unset(tp: Any) -> Any:
     return tp
 
 
+def _widen(known: Any, tp: Any) -> Any:
+    """A field set by several events whose types are closed sets of values
+    (`research_consent`: "given" by one event, "withdrawn" by another) takes
+    every value; otherwise the first declaration stands."""
+    if typing.get_origin(known) is typing.Literal and typing.get_origin(tp) is typing.Literal:
+        extra = tuple(v for v in typing.get_args(tp) if v not in typing.get_args(known))
+        if extra:
+            return typing.Literal[(*typing.get_args(known), *extra)]
+    return known
+
+
 def _derive() -> tuple[dict[str, dict[str, Any]], dict[tuple[str, str], list[type[Body]]]]:
     fields: dict[str, dict[str, Any]] = {}
     setters: dict[tuple[str, str], list[type[Body]]] = {}
@@ -47,7 +58,10 @@ def _derive() -> tuple[dict[str, dict[str, Any]], dict[tuple[str, str], list[typ
         hints = typing.get_type_hints(cls, include_extras=True)
         kind_fields = fields.setdefault(cls.ENTITY, {})
         for attr, field in cls._SETTABLE:
-            kind_fields.setdefault(field, _strip_unset(hints[attr]))
+            tp = _strip_unset(hints[attr])
+            known = kind_fields.setdefault(field, tp)
+            if known is not tp:
+                kind_fields[field] = _widen(known, tp)
             setters.setdefault((cls.ENTITY, field), []).append(cls)
     for q in KEY_QUESTIONS:
         fields["plan"][f"q_{q}"] = Text

@@ -38,6 +38,7 @@ class MemberInfo(msgspec.Struct, frozen=True):
     admin: bool = False
     revoked: bool = False
     cutoffs: dict[bytes, int] = {}  # plan -> last valid seq (revoked devices)
+    affiliation: str | None = None  # municipality | adviser | researcher | other
 
 
 class _Added(msgspec.Struct):
@@ -104,7 +105,7 @@ class Membership:
         b = added.body
         role = "owner" if admin else b.role
         plans = () if admin else tuple(b.plans)
-        return MemberInfo(device, b.name, role, plans, admin, revoked, cut)
+        return MemberInfo(device, b.name, role, plans, admin, revoked, cut, b.affiliation)
 
     def members(self) -> list[MemberInfo]:
         devices = sorted(set(self._added) | self.admins)

@@ -108,6 +108,14 @@ FIELD_MEANINGS: dict[tuple[str, str], tuple[str, str]] = {
         f"{_Q} «Hvilke aktører bør vi involvere?»",
         f"{_QE} 'Which actors should we involve?'",
     ),
+    ("plan", "research_consent"): (
+        "samtykke til forskningseksport: given (gitt) eller withdrawn (trukket)",
+        "consent to research exports: given or withdrawn",
+    ),
+    ("plan", "research_consent_note"): (
+        "merknad til samtykket (vilkår, vedtak)",
+        "note on the consent (terms, decision)",
+    ),
     ("sub_goal", "text"): ("delmålets tekst", "the sub-goal's text"),
     ("sub_goal", "due"): ("frist", "due date"),
     ("sub_goal", "status"): ("status", "status"),
@@ -286,6 +294,15 @@ MEMBERS = Table(
         _c("device", "id", "enhetsnøkkel", "device key"),
         _c("person", "text", "personens navn", "the person's name"),
         ROLE,
+        _c(
+            "affiliation",
+            "text",
+            "hvem personen arbeider for: kommunen, veileder (Distriktssenteret, fylket), "
+            "forsker eller annet; tom: ikke oppgitt",
+            "who the person works for: the municipality, an adviser (Distriktssenteret, "
+            "the county), a researcher, or other; null: not given",
+            ("municipality", "adviser", "researcher", "other"),
+        ),
         _c("admin", "boolean", "administratornøkkel (tillitsanker)", "admin key (trust anchor)"),
         _c("revoked", "boolean", "tilbakekalt", "revoked"),
         _c(
@@ -294,6 +311,40 @@ MEMBERS = Table(
             "planene enheten har tilgang til (JSON-liste; tom: alle)",
             "the plans the device may use (JSON list; empty: all)",
         ),
+    ),
+)
+
+
+AGGREGATES = Table(
+    "aggregates",
+    "Planer uten forskningssamtykke: bare opptellinger",
+    "Plans without research consent: counts only",
+    (
+        PLAN_ID,
+        _c(
+            "consent",
+            "text",
+            "samtykket ved eksporten: none (aldri gitt) eller withdrawn (trukket)",
+            "consent at the cut-off: none (never given) or withdrawn",
+            ("none", "withdrawn"),
+        ),
+        _c(
+            "measure",
+            "text",
+            "hva som telles: hendelser per type og måned, enheter per slag (levende, "
+            "fjernede), deltakere per kategori, forfatterenheter",
+            "what is counted: events per type and month, entities per kind (live, removed), "
+            "participants per category, authoring devices",
+            ("events", "entities", "removed_entities", "participants", "devices"),
+        ),
+        _c("month", "text", "måned (YYYY-MM, enhetens klokke) for events", "month (YYYY-MM)"),
+        _c(
+            "key",
+            "text",
+            "hendelsestype, enhetsslag eller deltakerkategori",
+            "event type, entity kind or participant category",
+        ),
+        _c("value", "integer", "antall", "count"),
     ),
 )
 
@@ -406,6 +457,7 @@ TABLES: tuple[Table, ...] = (
     EVENTS,
     CHAINS,
     MEMBERS,
+    AGGREGATES,
     *(state_table(k) for k in ENTITY_TABLE_KINDS),
     *(history_table(k) for k in ENTITY_TABLE_KINDS),
 )

@@ -18,7 +18,7 @@ every replica (receive order is not).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,9 +29,10 @@ from core.events.envelope import Event, UnknownBody, decode_stored
 from core.events.hlc import to_iso
 from core.identity.membership import MemberInfo, Membership
 from core.projections.history import Change, changes, timeline
-from core.projections.plan_state import FOLD_VERSION, project
+from core.projections.plan_state import FOLD_VERSION, PlanState, project
 from core.projections.plan_view import entity_view
 from core.research.codebook import ENTITY_TABLE_KINDS, TABLE_BY_NAME
+from core.research.consent import GIVEN, aggregate_rows, consent_of
 
 EXPORT_VERSION = "research-export/1"
 
@@ -48,6 +49,9 @@ class Source(msgspec.Struct):
     admins: list[bytes]
     raws: list[bytes]
     received: ReceivedTimes = msgspec.field(default_factory=dict)
+    # Rows of the `aggregates` table read back from an export (verify-export):
+    # the events they count are not in the export, so they cannot be derived.
+    aggregates: list[tuple[Any, ...]] = msgspec.field(default_factory=list)
 
 
 class ChainHead(msgspec.Struct, frozen=True):
@@ -73,6 +77,10 @@ class Derived(msgspec.Struct):
     heads: list[ChainHead]
     plans: list[bytes]  # sorted; the membership log's id (= workspace) among them if exported
     tables: dict[str, list[tuple[Any, ...]]]
+    consent: dict[bytes, str] = msgspec.field(default_factory=dict)  # plan -> consent
+    aggregated: dict[bytes, int] = msgspec.field(default_factory=dict)  # plan -> events counted
+    mode: str = "full"  # full | pseudonymised | anonymised (core.research.privacy)
+    redactor: Any = None  # a core.research.privacy.Redactor when mode is not full
 
 
 def _noop(stage: str, done: int, total: int) -> None:
@@ -132,16 +140,26 @@ def derive(source: Source, progress: Progress = _noop) -> Derived:
     records: list[Record] = []
     heads: list[ChainHead] = []
     tables: dict[str, list[tuple[Any, ...]]] = {name: [] for name in TABLE_BY_NAME}
+    consent: dict[bytes, str] = {}
+    aggregated: dict[bytes, int] = {}
     done = 0
     for plan in sorted(by_plan):
         events = timeline(by_plan[plan])
         if plan == source.workspace:
             diff: dict[bytes, list[Change]] = {}
         else:
+            state = project(plan, events)
+            consent[plan] = consent_of(state)
+            if consent[plan] != GIVEN:
+                aggregated[plan] = len(events)
+                tables["aggregates"] += aggregate_rows(plan, consent[plan], events, state)
+                done += len(events)
+                progress("fold", done, total)
+                continue
             diff = defaultdict(list)
             for ch in changes(events):
                 diff[bytes.fromhex(ch.event)].append(ch)
-            _state_rows(plan, events, tables)
+            _state_rows(plan, state, tables)
         for ev in events:
             env = ev.env
             records.append(
@@ -151,6 +169,7 @@ def derive(source: Source, progress: Progress = _noop) -> Derived:
         done += len(events)
         progress("fold", done, total)
 
+    tables["aggregates"] += source.aggregates
     _event_rows(records, members, tables)
     _history_rows(records, members, tables)
     tables["members"] = [
@@ -158,6 +177,7 @@ def derive(source: Source, progress: Progress = _noop) -> Derived:
             m.device.hex(),
             m.name,
             m.role,
+            m.affiliation,
             m.admin,
             m.revoked,
             json_text([p.hex() for p in m.plans]),
@@ -172,6 +192,8 @@ def derive(source: Source, progress: Progress = _noop) -> Derived:
         heads=heads,
         plans=sorted(by_plan),
         tables=tables,
+        consent=consent,
+        aggregated=aggregated,
     )
 
 
@@ -276,10 +298,7 @@ def _history_rows(
             )
 
 
-def _state_rows(
-    plan: bytes, events: Iterable[Event], tables: dict[str, list[tuple[Any, ...]]]
-) -> None:
-    state = project(plan, events)
+def _state_rows(plan: bytes, state: PlanState, tables: dict[str, list[tuple[Any, ...]]]) -> None:
     for (kind, eid), ent in sorted(state.entities.items()):
         if kind not in ENTITY_TABLE_KINDS:
             continue

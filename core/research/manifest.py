@@ -43,6 +43,8 @@ class PlanEntry(msgspec.Struct, frozen=True):
     membership: bool  # the workspace's membership log (plan id = workspace id)
     events: int
     chains: list[ChainEntry]
+    consent: str | None = None  # given | withdrawn | none (plans; None: the membership log)
+    content: str = "events"  # events | aggregates (no consent: counts only, no events)
 
 
 class Cutoff(msgspec.Struct, frozen=True):
@@ -65,6 +67,10 @@ class Manifest(msgspec.Struct):
     counts: dict[str, int]
     files: list[FileEntry]
     content_sha256: str = ""
+    # full | pseudonymised | anonymised (core.research.privacy): what verify-export can prove
+    mode: str = "full"
+    pseudonym_key_id: str | None = None  # which key made the pseudonyms (never the key)
+    notes: list[str] = msgspec.field(default_factory=list)
 
 
 def tool_version() -> str:
@@ -106,15 +112,21 @@ def build_manifest(
     command: list[str],
     cutoff_rx: int,
 ) -> Manifest:
+    red = derived.redactor
     chains: dict[bytes, list[ChainEntry]] = {}
     for h in derived.heads:
-        chains.setdefault(h.plan, []).append(ChainEntry(h.device.hex(), h.seq, h.head.hex()))
+        entry = ChainEntry(h.device.hex(), h.seq, h.head.hex())
+        if red is not None:
+            entry = ChainEntry(red.device(h.device), h.seq, red.event_id(h.head))
+        chains.setdefault(h.plan, []).append(entry)
     plans = [
         PlanEntry(
             plan=p.hex(),
             membership=p == derived.workspace,
-            events=sum(c.seq for c in chains.get(p, [])),
+            events=derived.aggregated.get(p, sum(c.seq for c in chains.get(p, []))),
             chains=chains.get(p, []),
+            consent=derived.consent.get(p),
+            content="aggregates" if p in derived.aggregated else "events",
         )
         for p in derived.plans
     ]
@@ -136,15 +148,31 @@ def build_manifest(
         command=command,
         exported_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         workspace=derived.workspace.hex(),
-        admins=[a.hex() for a in derived.admins],
+        admins=[a.hex() for a in derived.admins] if red is None else red.admins(derived.admins),
         formats=list(formats),
         cutoff=Cutoff(cutoff_rx, len(derived.records), to_iso(last) if last is not None else None),
         plans=plans,
         counts=counts,
         files=entries,
+        mode=derived.mode,
+        pseudonym_key_id=red.key_id() if red is not None else None,
+        notes=export_notes(derived),
     )
     manifest.content_sha256 = content_hash(manifest)
     return manifest
+
+
+def export_notes(derived: Derived) -> list[str]:
+    """What a reader of this export must know: plans held as counts only,
+    and what the privacy mode left out."""
+    notes = [
+        f"plan {p.hex()}: research consent {derived.consent[p]}: aggregate counts only "
+        f"({n} events counted, none exported)"
+        for p, n in sorted(derived.aggregated.items())
+    ]
+    if derived.redactor is not None:
+        notes.append(derived.redactor.note())
+    return notes
 
 
 def encode_manifest(manifest: Manifest) -> bytes:

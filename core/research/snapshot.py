@@ -13,7 +13,9 @@ class Snapshot(Source):
     cutoff_rx: int = 0
 
 
-async def read_snapshot(log: EventLog, plans: list[bytes], admins: list[bytes]) -> Snapshot:
+async def read_snapshot(
+    log: EventLog, plans: list[bytes], admins: list[bytes], *, cutoff_rx: int | None = None
+) -> Snapshot:
     """The signed bytes of every event of `plans` and of the workspace's
     membership log, up to this log's receive position at the start of the
     read, in one read transaction (another process may append meanwhile).
@@ -21,6 +23,8 @@ async def read_snapshot(log: EventLog, plans: list[bytes], admins: list[bytes]) 
     Chains are stored in seq order, so a receive-position cut keeps every
     chain a prefix from seq 1. Server-received times come from this
     device's sync acknowledgements (0 there means unknown and is left out).
+    `cutoff_rx`: cut at that receive position instead (an earlier export's,
+    to derive it again).
     """
     wanted = sorted(set(plans) | {log.workspace})
     plan_nos = {no: plan for plan in wanted if (no := await log._known_plan_no(plan)) is not None}
@@ -30,6 +34,8 @@ async def read_snapshot(log: EventLog, plans: list[bytes], admins: list[bytes]) 
         try:
             rows = await conn.execute_fetchall("SELECT coalesce(max(rx), 0) FROM events")
             cutoff = int(next(iter(rows))[0])
+            if cutoff_rx is not None:
+                cutoff = min(cutoff, cutoff_rx)
             raws: list[bytes] = []
             for plan_no in sorted(plan_nos):
                 rows = await conn.execute_fetchall(

@@ -40,7 +40,15 @@ import msgspec
 
 from core.events.envelope import Event, EventError, event_id, open_event
 from core.events.verify import first_problem
-from core.research.export import Progress, Source, _noop, derive, iso_to_ms, projection_versions
+from core.research.export import (
+    Derived,
+    Progress,
+    Source,
+    _noop,
+    derive,
+    iso_to_ms,
+    projection_versions,
+)
 from core.research.manifest import (
     FORMAT,
     MANIFEST,
@@ -50,7 +58,16 @@ from core.research.manifest import (
     file_sha256,
     tool_version,
 )
-from core.research.writers import JSONL, MissingExtra, binary_files, text_files, write_binary
+from core.research.writers import (
+    AGGREGATES_JSONL,
+    JSONL,
+    MissingExtra,
+    binary_files,
+    read_aggregate_lines,
+    text_files,
+    write_binary,
+    write_files,
+)
 
 
 class ExportProblem(msgspec.Struct, frozen=True):
@@ -111,6 +128,23 @@ def verify_export(folder: Path, *, full: bool = False, progress: Progress = _noo
     if JSONL not in listed:
         add(ExportProblem(MANIFEST, None, None, "no_events", f"{JSONL} is not listed"))
         return report
+    for note in manifest.notes:
+        report.notes.append(f"manifest: {note}")
+    if manifest.mode != "full":
+        _check_redacted(folder, manifest, changed, report)
+        return report
+    aggregates: list[tuple[Any, ...]] = []
+    if AGGREGATES_JSONL in listed:
+        try:
+            aggregates = read_aggregate_lines((folder / AGGREGATES_JSONL).read_bytes())
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
+            add(ExportProblem(AGGREGATES_JSONL, None, None, "bad_line", str(exc)))
+        report.notes.append(
+            f"{AGGREGATES_JSONL}: counts of plans exported without research consent; their "
+            "events are not in the export, so these counts are checked against the manifest's "
+            "hash only"
+        )
+        _name_changed(changed & {AGGREGATES_JSONL}, report)
 
     # 3. the signed events
     loaded = _read_events(folder / JSONL, manifest, report, progress)
@@ -140,7 +174,7 @@ def verify_export(folder: Path, *, full: bool = False, progress: Progress = _noo
         )
         _name_changed(changed, report)
     else:
-        _rederive(folder, manifest, events, received, changed, report, progress)
+        _rederive(folder, manifest, events, received, aggregates, changed, report, progress)
     return report
 
 
@@ -344,6 +378,7 @@ def _rederive(
     manifest: Manifest,
     events: list[Event],
     received: dict[tuple[bytes, bytes, int], int],
+    aggregates: list[tuple[Any, ...]],
     changed: set[str],
     report: ExportReport,
     progress: Progress,
@@ -355,6 +390,7 @@ def _rederive(
             admins=[bytes.fromhex(a) for a in manifest.admins],
             raws=[e.raw for e in events],
             received=received,
+            aggregates=aggregates,
         ),
         progress,
     )
@@ -366,7 +402,7 @@ def _rederive(
         add(ExportProblem(MANIFEST, None, None, "missing_file", f"does not list {rel}"))
     for rel, produce in expected_texts.items():
         path = folder / rel
-        if rel not in listed or not path.is_file():
+        if rel not in listed or not path.is_file() or rel == AGGREGATES_JSONL:
             continue
         where = _first_difference(path, produce())
         if where is None:
@@ -422,6 +458,101 @@ def _rederive(
                     f"counts.{key} is {manifest.counts.get(key)}, the events give {value}",
                 )
             )
+
+
+def _check_redacted(
+    folder: Path, manifest: Manifest, changed: set[str], report: ExportReport
+) -> None:
+    """A pseudonymised or anonymised export has no signed bytes: check every
+    file against the manifest, every line's shape, and every chain's shape
+    (seq 1 to the head, each `prev` the previous event's id or label)."""
+    add = report.problems.append
+    report.notes.append(
+        f"mode {manifest.mode}: no signed bytes, so no signature can be checked; the files "
+        "are checked against the manifest's hashes and the chains' shape only. Whoever "
+        "holds the log proves the export by deriving it again: "
+        "vidda verify-export DIR --against-home"
+    )
+    _name_changed(changed, report)
+    try:
+        data = (folder / JSONL).read_bytes()
+    except OSError:
+        return
+    chains: dict[tuple[str, str], list[tuple[int, str, str, int]]] = defaultdict(list)
+    for n, text in enumerate(data.splitlines(), start=1):
+        try:
+            obj = _line_decoder.decode(text)
+            key = (str(obj["plan"]), str(obj["author_device"]))
+            chains[key].append((int(obj["seq"]), str(obj["id"]), str(obj["prev"]), n))
+            if obj["signed_bytes"] is not None:
+                add(ExportProblem(JSONL, n, None, "not_redacted", "carries signed bytes"))
+        except (msgspec.DecodeError, KeyError, TypeError, ValueError) as exc:
+            add(ExportProblem(JSONL, n, None, "bad_line", f"not an event line ({exc})"))
+    report.events = sum(len(c) for c in chains.values())
+    first_prev = "event-0" if manifest.mode == "anonymised" else bytes(32).hex()
+    named = set()
+    for plan_entry in manifest.plans:
+        for c in plan_entry.chains:
+            key = (plan_entry.plan, c.device)
+            named.add(key)
+            report.chains += 1
+            chain = sorted(chains.get(key, []))
+            label = f"chain plan {plan_entry.plan[:8]} device {c.device[:12]}"
+            prev = first_prev
+            for want, (seq, eid, got_prev, line) in enumerate(chain, start=1):
+                if seq != want or got_prev != prev:
+                    why = f"seq {seq}: " + ("a gap" if seq != want else "prev does not link")
+                    add(ExportProblem(JSONL, line, None, "broken_chain", f"{label} {why}"))
+                    break
+                prev = eid
+            else:
+                if not chain or chain[-1][0] != c.seq or chain[-1][1] != c.head:
+                    got = chain[-1][0] if chain else 0
+                    add(
+                        ExportProblem(
+                            JSONL,
+                            None,
+                            None,
+                            "missing_events" if got < c.seq else "head_mismatch",
+                            f"{label}: ends at seq {got}, the manifest's head is seq {c.seq}",
+                        )
+                    )
+    for key in sorted(set(chains) - named):
+        add(ExportProblem(JSONL, None, None, "unlisted_chain", f"chain {key} not in the manifest"))
+
+
+def compare_with(folder: Path, derived: Derived, manifest: Manifest) -> ExportReport:
+    """Write `derived` as `manifest` says it was written (formats, mode) into
+    a scratch folder and compare every file byte for byte: how the holder of
+    the log proves a pseudonymised or anonymised export (or any export) was
+    derived from its events up to the manifest's cut-off."""
+    report = ExportReport(str(folder), manifest.content_sha256)
+    listed = {f.path: f for f in manifest.files}
+    report.files = len(listed)
+    report.events = len(derived.records)
+    report.chains = len(derived.heads)
+    with tempfile.TemporaryDirectory(prefix="vidda-against-") as tmp:
+        mine = write_files(derived, Path(tmp), tuple(manifest.formats))
+        for rel in sorted(set(mine) | set(listed)):
+            if rel not in listed:
+                report.problems.append(
+                    ExportProblem(MANIFEST, None, None, "missing_file", f"does not list {rel}")
+                )
+            elif rel not in mine:
+                report.problems.append(
+                    ExportProblem(rel, None, None, "unlisted_file", "the log gives no such file")
+                )
+            elif not (folder / rel).is_file():
+                report.problems.append(
+                    ExportProblem(rel, None, None, "missing_file", "listed, not found")
+                )
+            elif file_sha256(Path(tmp) / rel) == file_sha256(folder / rel):
+                report.rederived.append(rel)
+            else:
+                report.problems.append(
+                    ExportProblem(rel, None, None, "changed", "differs from what the log gives")
+                )
+    return report
 
 
 def _first_difference(path: Path, expected: Iterator[bytes]) -> tuple[int, str] | None:

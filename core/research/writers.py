@@ -29,13 +29,14 @@ from typing import Any
 import msgspec
 
 from core.events.hlc import to_iso
-from core.research.codebook import CODEBOOK, TABLES, Table, codebook_rows
+from core.research.codebook import CODEBOOK, TABLE_BY_NAME, TABLES, Table, codebook_rows
 from core.research.export import Derived, Progress, _noop, body_builtins, entity_of, ms_to_iso
 from core.research.manifest import MANIFEST, Manifest, build_manifest, encode_manifest
 
 Producer = Callable[[], Iterator[bytes]]
 FORMATS = ("jsonl", "csv", "parquet", "sqlite")
 JSONL = "events.jsonl"
+AGGREGATES_JSONL = "aggregates.jsonl"
 CODEBOOK_CSV = "codebook.csv"
 SQLITE = "export.sqlite"
 
@@ -61,6 +62,7 @@ _line = msgspec.json.Encoder()
 def jsonl_lines(derived: Derived) -> Iterator[bytes]:
     """One JSON object per event, one line each, in the export's order."""
     members = derived.members
+    red = derived.redactor
     for rec in derived.records:
         ev, env = rec.event, rec.event.env
         m = members.get(env.author)
@@ -87,7 +89,25 @@ def jsonl_lines(derived: Derived) -> Iterator[bytes]:
             ],
             "signed_bytes": base64.b64encode(ev.raw).decode(),
         }
+        if red is not None:
+            obj = red.event_line(obj, rec)
         yield _line.encode(obj) + b"\n"
+
+
+def aggregate_lines(rows: list[tuple[Any, ...]]) -> Iterator[bytes]:
+    names = TABLE_BY_NAME["aggregates"].names
+    for row in rows:
+        yield _line.encode(dict(zip(names, row, strict=True))) + b"\n"
+
+
+def read_aggregate_lines(data: bytes) -> list[tuple[Any, ...]]:
+    """The rows of `aggregates.jsonl` (raises msgspec errors on a bad line)."""
+    names = TABLE_BY_NAME["aggregates"].names
+    rows = []
+    for line in data.splitlines():
+        obj = msgspec.json.decode(line, type=dict[str, Any])
+        rows.append(tuple(obj[n] for n in names))
+    return rows
 
 
 def _cell(value: Any, type_: str) -> Any:
@@ -125,6 +145,10 @@ def text_files(derived: Derived, formats: tuple[str, ...]) -> dict[str, Producer
         JSONL: lambda: jsonl_lines(derived),
         CODEBOOK_CSV: lambda: csv_chunks(CODEBOOK, codebook_table_rows()),
     }
+    if derived.tables["aggregates"]:
+        # Plans without research consent: their counts, the one record of
+        # them in the export (verify-export reads them back from here).
+        files[AGGREGATES_JSONL] = lambda: aggregate_lines(derived.tables["aggregates"])
     if "csv" in formats:
         for table in TABLES:
             files[f"csv/{table.name}.csv"] = (

@@ -16,7 +16,7 @@ def test_every_event_type_is_documented() -> None:
 
 def test_event_names_are_past_tense_and_declare_their_fields() -> None:
     for cls in BODY_TYPES:
-        assert type_tag(cls).endswith(("ed", "Set", "Written")), cls
+        assert type_tag(cls).endswith(("ed", "Set", "Written", "Given", "Withdrawn")), cls
         for _, field in cls._SETTABLE:
             assert field in ENTITY_FIELDS[cls.ENTITY], (cls, field)
 

@@ -116,14 +116,17 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     root = tmp_path_factory.mktemp("big")
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
     try:
-        from workload import plan_log  # type: ignore[import-not-found]
+        from workload import plan_log, with_consent  # type: ignore[import-not-found]
 
         work = plan_log(BIG, 4, out=root)
+        consented = root / "consented"
+        consented.mkdir()
+        db = with_consent(work, consented)
     finally:
         sys.path.pop(0)
     out = root / "export"
-    asyncio.run(_export(work.path, out, ALL, []))
-    return out, BIG
+    asyncio.run(_export(db, out, ALL, []))
+    return out, BIG + 1
 
 
 def _copy(src: Path, dst: Path) -> Path:

@@ -17,6 +17,7 @@ def kari(new_device: NewDevice) -> Device:
     dev.run("demo-data")
     plan = dev.json("plan", "new", "--municipality", "Vardø", "--title", "Vardø sentrum")["plan"]
     dev.run("plan", "set", plan, "goal", "Flere bor i Vardø i 2030")
+    dev.run("plan", "consent", plan, "given", "--note", "PS 21/12")
     return dev
 
 
