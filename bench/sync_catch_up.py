@@ -370,7 +370,7 @@ def main() -> int:
     template = server_template(w)
     reference = asyncio.run(reference_state(w))
     rows = stored_rows(w)
-    raws = [r[4] for r in rows]
+    raws = read_raws(w.path)
     updates = None if args.no_pycrdt or not have_pycrdt_websocket() else pycrdt_updates(w)
     say(
         f"sync catch-up: {w.events:,} events of one plan by {w.devices} authors "

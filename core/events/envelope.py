@@ -21,9 +21,11 @@ the payload for reading.
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from typing import Any, ClassVar, Protocol
 
 import msgspec
+import msgspec.inspect
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -251,7 +253,7 @@ def open_event(raw: bytes, *, verify: bool = True, strict: bool = True) -> Event
         raise EventError("invalid_body", f"{env.type}: {exc}") from None
     if strict:
         try:
-            bad = first_non_nfc(body)
+            bad = _first_non_nfc_text(body)
         except LimitError as exc:
             raise EventError("invalid_body", str(exc)) from None
         if bad is not None:
@@ -264,6 +266,47 @@ def open_event(raw: bytes, *, verify: bool = True, strict: bool = True) -> Event
     if verify and not signature_ok(raw, env.author):
         raise EventError("bad_signature", "signature does not match the author's key")
     return Event(id=event_id(raw), raw=raw, env=env, body=body)
+
+
+def _may_hold_text(t: msgspec.inspect.Type) -> bool:
+    """Whether a field of this type can hold free text (Literal values are
+    this catalogue's own ASCII constants; ids, numbers and flags hold none)."""
+    mi = msgspec.inspect
+    if isinstance(t, mi.StrType | mi.AnyType | mi.StructType | mi.DictType):
+        return True
+    if isinstance(t, mi.UnionType):
+        return any(_may_hold_text(m) for m in t.types)
+    if isinstance(t, mi.ListType | mi.SetType | mi.FrozenSetType | mi.VarTupleType):
+        return _may_hold_text(t.item_type)
+    return False
+
+
+# Per body class: the fields that may hold text, the only ones the NFC check
+# of a strict read has to look at (a walk of every field cost half of ingest).
+def _text_fields(cls: type) -> tuple[str, ...]:
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    return tuple(f.name for f in info.fields if _may_hold_text(f.type))
+
+
+_TEXT_FIELDS: dict[type, tuple[str, ...]] = {cls: _text_fields(cls) for cls in BODY_BY_TAG.values()}
+
+
+def _first_non_nfc_text(body: Body | UnknownBody) -> str | None:
+    """`first_non_nfc(body)`, looking only at the fields that may hold text."""
+    names = _TEXT_FIELDS.get(type(body))
+    if names is None:  # an unknown type's data
+        return first_non_nfc(body)
+    for name in names:
+        value = getattr(body, name)
+        if value.__class__ is str:
+            if not value.isascii() and not unicodedata.is_normalized("NFC", value):
+                return str(value)
+        elif value is not None and value is not msgspec.UNSET:
+            bad = first_non_nfc(value, 1)
+            if bad is not None:
+                return bad
+    return None
 
 
 def decode_stored(raw: bytes) -> Event:

@@ -170,3 +170,24 @@ def test_first_event_must_have_zero_prev_and_conflict_values_are_checked() -> No
     assert err.value.reason == "invalid_body"
     state = project(PLAN, [open_event(raw, strict=False)])  # and the fold ignores it anyway
     assert state.rejected and ("plan", PLAN) not in state.entities
+
+
+def test_the_nfc_check_skips_only_fields_that_cannot_hold_text() -> None:
+    """A strict read checks NFC only on the fields that may hold text; every
+    field it skips must refuse a decomposed string in any shape."""
+    import typing
+
+    from core.events.bodies import BODY_BY_TAG
+    from core.events.envelope import _TEXT_FIELDS
+
+    decomposed = "Sa\u0301pmi"
+    for cls in BODY_BY_TAG.values():
+        hints = typing.get_type_hints(cls, include_extras=True)
+        for name in cls.__struct_fields__:
+            if name in _TEXT_FIELDS[cls]:
+                continue
+            for probe in (decomposed, [decomposed], {"k": decomposed}):
+                with pytest.raises(msgspec.ValidationError):
+                    msgspec.convert(probe, hints[name])
+    assert "title" in _TEXT_FIELDS[b.ActivityRevised]
+    assert "value" in _TEXT_FIELDS[b.ConflictResolved]
