@@ -48,7 +48,7 @@ from core.events.ids import ZERO_HASH
 from core.projections.plan_state import (
     PlanState,
 )
-from core.store import checkpoints
+from core.store import checkpoints, id_index
 from core.store.errors import StoreError
 from core.store.ingest import ingest_chain, keep_evidence, mark_unordered
 from core.store.ingest_report import IngestReport, Rejection
@@ -539,14 +539,9 @@ class EventLog:
             return [(row[0], decode_stored(raw)) for row, raw in zip(rows, raws, strict=True)]
 
     async def events_with_id_prefix(self, plan: bytes, prefix: str) -> list[Event]:
-        """`plan`'s events whose id (hex) starts with `prefix`: hashes every
-        stored event, decodes only the matches."""
-        plan_no = await self._known_plan_no(plan)
-        if plan_no is None:
-            return []
-        wanted = prefix.lower()
-        rows = await self.raw_events(plan)
-        return [decode_stored(raw) for _, raw in rows if event_id(raw).hex().startswith(wanted)]
+        """`plan`'s events whose id (hex) starts with `prefix`, found through
+        the id cache (`core.store.id_index`)."""
+        return await id_index.events_with_id_prefix(self, plan, prefix)
 
     async def events(self, plan: bytes) -> list[Event]:
         return [ev for _, ev in await self.decoded_events(plan)]

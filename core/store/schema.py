@@ -108,6 +108,14 @@ CREATE TABLE IF NOT EXISTS timeline_checkpoints (
     PRIMARY KEY (plan_no, events)
 );
 
+-- A cache (derived, droppable; core.store.id_index): the first 8 bytes of
+-- each event's id, for finding events by id prefix without hashing the log.
+CREATE TABLE IF NOT EXISTS event_ids (
+    prefix INTEGER NOT NULL,
+    rx     INTEGER NOT NULL,
+    PRIMARY KEY (prefix, rx)
+) WITHOUT ROWID;
+
 -- Sync bookkeeping of a client (core.replication.client): per server and plan, the
 -- server's receive position this replica holds everything up to (valid
 -- within one server epoch), and the server's acks of this device's events

@@ -23,6 +23,7 @@ from core.projections.plan_state import (
     evolve,
 )
 from core.projections.plan_view import view
+from core.store import id_index
 from core.store.event_log import EventLog
 from core.store.time_travel import unpack_checkpoint
 
@@ -101,6 +102,7 @@ async def verify_log(log: EventLog, *, full: bool = False) -> VerifyReport:
             report.problems.append(problem)
     if report.ok:  # caches are only checked against a log that is itself sound
         report.store_problems += await _check_caches(log)
+        report.store_problems += await id_index.check(log)
     report.evidence = len(await log.evidence())
     report.frozen_chains = len(await log.frozen_chains())
     return report

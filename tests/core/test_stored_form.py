@@ -185,3 +185,35 @@ async def test_time_travel_reads_a_chain_whose_clock_ran_back_whole(
                 wanted = [e for e in events if key_of(e) <= limit]
                 got = await state_as_of(log, plan, limit)
                 assert view(got) == view(project(plan, wanted)), (ev.env.seq, limit)
+
+
+async def test_events_are_found_by_id_prefix_through_a_cache_verify_checks(
+    tmp_path: Path,
+) -> None:
+    plan = new_uuid7()
+    dev = Replica(WS, plan)
+    first = dev.make(b.PlanCreated(title="Kárášjohka", municipality="Karasjok"), *_notes(40))
+    path = tmp_path / "a.db"
+    async with await EventLog.open(path, workspace=WS) as log:
+        await log.ingest([e.raw for e in first])
+        for ev in (first[0], first[17], first[-1]):
+            for n in (4, 9, 16, 17, 64):
+                found = await log.events_with_id_prefix(plan, ev.id.hex()[:n].upper())
+                assert ev in found and all(e.id.hex().startswith(ev.id.hex()[:n]) for e in found)
+        # Events that arrive later are indexed on the next lookup.
+        later = dev.make(*_notes(5, "later"))
+        await log.ingest([e.raw for e in later])
+        assert await log.events_with_id_prefix(plan, later[-1].id.hex()) == [later[-1]]
+        assert await log.events_with_id_prefix(new_uuid7(), later[-1].id.hex()) == []
+        every = await log.events_with_id_prefix(plan, "0")
+        every += [e for d in "123456789abcdef" for e in await log.events_with_id_prefix(plan, d)]
+        assert sorted(e.id for e in every) == sorted(e.id for e in first + later)
+    conn = sqlite3.connect(path)
+    conn.execute("DELETE FROM event_ids WHERE rx = 18")
+    conn.commit()
+    conn.close()
+    async with await EventLog.open(path, workspace=WS) as log:
+        report = await verify_log(log)
+        assert any("event id cache" in p for p in report.store_problems)
+        assert await log.events_with_id_prefix(plan, first[17].id.hex()) == [first[17]]
+        assert (await verify_log(log)).ok
