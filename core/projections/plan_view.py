@@ -122,13 +122,36 @@ def view_ids(data: dict[str, Any]) -> list[str]:
     return ids
 
 
-def view(state: PlanState) -> dict[str, Any]:
-    """The whole plan as JSON-ready data (deterministic for equal states)."""
+def entities_of(state: PlanState, kind: str) -> list[dict[str, Any]]:
+    """The live entities of one kind, as `view` lists them (in order)."""
+    live = [e for (k, _), e in sorted(state.entities.items()) if k == kind and not e.removed]
+    return [entity_view(e) for e in sorted(live, key=_sort_key)]
+
+
+def view(
+    state: PlanState, memo: dict[tuple[str, bytes], dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The whole plan as JSON-ready data (deterministic for equal states).
+
+    `memo` (optional) keeps each entity's view between calls: the caller
+    must drop the entries of the entities that events touched since (the
+    state does not say), and never change the returned dicts."""
+
+    def ent_view(ent: EntityState) -> dict[str, Any]:
+        if memo is None:
+            return entity_view(ent)
+        key = (ent.kind, ent.id)
+        found = memo.get(key)
+        if found is None:
+            found = memo[key] = entity_view(ent)
+        return found
+
     plan_ent = state.entity("plan", state.plan)
+    plan_view = ent_view(plan_ent) if plan_ent else None
     out: dict[str, Any] = {
         "plan": state.plan.hex(),
-        "fields": entity_view(plan_ent)["fields"] if plan_ent else {},
-        "plan_conflicts": entity_view(plan_ent).get("conflicts", []) if plan_ent else [],
+        "fields": plan_view["fields"] if plan_view else {},
+        "plan_conflicts": plan_view.get("conflicts", []) if plan_view else [],
     }
     groups: dict[str, list[EntityState]] = {k: [] for k in KIND_LISTS}
     removed = []
@@ -140,8 +163,8 @@ def view(state: PlanState) -> dict[str, Any]:
         elif kind in groups:
             groups[kind].append(ent)
     for kind, name in KIND_LISTS.items():
-        out[name] = [entity_view(e) for e in sorted(groups[kind], key=_sort_key)]
-    out["removed"] = [entity_view(e) for e in removed]
+        out[name] = [ent_view(e) for e in sorted(groups[kind], key=_sort_key)]
+    out["removed"] = [ent_view(e) for e in removed]
     out["conflicts"] = conflicts(state)
     out["edited_after_removal"] = edited_after_removal(state)
     out["skipped_unknown_types"] = dict(sorted(state.skipped.items()))

@@ -1,5 +1,5 @@
-"""Dialogs of the terminal app: editing a field or a form, resolving a
-conflict, first-run setup, unlocking the key, settings."""
+"""Dialogs of the terminal app: editing a field or a form, confirming,
+resolving a conflict, first-run setup, unlocking the key, settings."""
 
 from __future__ import annotations
 
@@ -55,6 +55,37 @@ class EditDialog(ModalScreen[str | None]):
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class ConfirmDialog(ModalScreen[bool]):
+    """A yes/no question before an edit that is hard to see undone (archive,
+    remove): `y` or Enter on Yes confirms, `n` or Escape says no."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,n", "answer(False)", "no", show=False),
+        Binding("y", "answer(True)", "yes", show=False),
+    ]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        t = self.app.t  # type: ignore[attr-defined]
+        with Vertical(id="dialog"):
+            yield Label(self.question, id="question")
+            yield Button(t("yes"), variant="error", id="yes")
+            yield Button(t("no"), variant="primary", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    @on(Button.Pressed)
+    def pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
 
 
 class FormDialog(ModalScreen[dict[str, str] | None]):

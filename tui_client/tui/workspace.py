@@ -16,6 +16,7 @@ from core.commands import edits
 from core.commands.aure_demo import aure_plan
 from core.events.bodies import Body
 from core.events.envelope import Event
+from core.events.hlc import pack, to_iso
 from core.projections.history import changes, timeline
 from core.projections.plan_state import PlanState, evolve
 from core.projections.plan_view import conflicts, view
@@ -30,6 +31,7 @@ class PlanSummary(msgspec.Struct, frozen=True):
     title: str
     phases_done: int
     phases: int
+    status: str
     conflicts: int
     events: int
     pending: int
@@ -40,7 +42,13 @@ class Workspace:
         self.home = home
         self.log = log
         self.states: dict[bytes, PlanState] = {}
+        # Entity views kept between edits (see `plan_view.view`): an edit
+        # redraws the entities it touched, not the whole plan.
+        self.memos: dict[bytes, dict[tuple[str, bytes], dict[str, Any]]] = {}
         self.names: dict[str, str] = {}
+        # Each plan's events in time-line order, kept once the history was read
+        # (time travel steps through them in memory).
+        self.timelines: dict[bytes, list[Event]] = {}
 
     @classmethod
     async def open(cls, home: Home) -> Workspace:
@@ -84,6 +92,7 @@ class Workspace:
                     title=str(f.get("title", "")),
                     phases_done=sum(1 for p in phases if p["fields"].get("status") == "done"),
                     phases=len(phases),
+                    status=str(f.get("status", "")),
                     conflicts=len(data["conflicts"]),
                     events=state.events,
                     pending=max(0, mine - acked.get(plan, 0)),
@@ -97,25 +106,51 @@ class Workspace:
     async def state(self, plan: bytes, *, reload: bool = False) -> PlanState:
         if reload or plan not in self.states:
             self.states[plan] = await self.log.load_state(plan)
+            self.memos.pop(plan, None)
         return self.states[plan]
 
     async def view(self, plan: bytes) -> dict[str, Any]:
-        return view(await self.state(plan))
+        state = await self.state(plan)
+        return view(state, self.memos.setdefault(plan, {}))
 
     async def conflicts(self, plan: bytes) -> list[dict[str, Any]]:
         return conflicts(await self.state(plan))
 
     async def history(self, plan: bytes) -> list[dict[str, Any]]:
-        events = await self.log.events(plan)
-        return [msgspec.to_builtins(c) for c in changes(timeline(events))]
+        """Every change, oldest first; `server`: when the server received the
+        event, for this device's own events it acknowledged (else None)."""
+        events = self.timelines[plan] = timeline(await self.log.events(plan))
+        acks: dict[str, list[tuple[int, int, int]]] = {}
+        for device, first, last, ms in await self.log.fetch(
+            "SELECT device_key, first_seq, last_seq, min(received_ms) FROM sync_acks "
+            "WHERE plan_id=? AND received_ms>0 GROUP BY device_key, first_seq, last_seq",
+            (plan,),
+        ):
+            acks.setdefault(bytes(device).hex(), []).append((int(first), int(last), int(ms)))
+        out = []
+        for change in changes(events):
+            row = msgspec.to_builtins(change)
+            row["server"] = next(
+                (
+                    to_iso(pack(ms, 0))
+                    for first, last, ms in acks.get(change.author, ())
+                    if first <= change.seq <= last
+                ),
+                None,
+            )
+            out.append(row)
+        return out
 
     # --- writing (one signed event per edit, durable before the screen changes) -------------
 
     async def append(self, plan: bytes, bodies: list[Body]) -> list[Event]:
         events = await self.log.append(self.home.signer(), plan, bodies)
         state = await self.state(plan)
+        memo = self.memos.get(plan, {})
         for ev in events:
             state = evolve(state, ev)
+            if isinstance(ev.body, Body):
+                memo.pop((ev.body.entity_kind(), ev.body.entity_id(plan)), None)
         self.states[plan] = state
         return events
 
@@ -149,6 +184,19 @@ class Workspace:
         events = await self.append(plan, edits.set_fields(state, kind, entity, values))
         return events[-1]
 
+    async def set_values(
+        self, plan: bytes, kind: str, entity: bytes, values: dict[str, Any]
+    ) -> Event:
+        """Set typed values (ids as bytes), one event per event kind."""
+        state = await self.state(plan)
+        events = await self.append(plan, edits.set_fields(state, kind, entity, values))
+        return events[-1]
+
+    async def remove(self, plan: bytes, kind: str, entity: bytes) -> Event:
+        state = await self.state(plan)
+        (event,) = await self.append(plan, [edits.remove_entity(state, kind, entity)])
+        return event
+
     async def add(self, plan: bytes, kind: str, texts: dict[str, str]) -> Event:
         from tui_client.cli_plan import typed_values
 
@@ -166,4 +214,5 @@ class Workspace:
         """Events arrived from elsewhere (sync): fold them in."""
         for p in [plan] if plan else list(self.states):
             self.states[p] = await self.log.load_state(p)
+            self.memos.pop(p, None)
         await self.refresh_names()

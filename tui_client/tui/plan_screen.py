@@ -1,0 +1,558 @@
+"""A plan in tabs: overview, phases with their needs (the tablecloth), sub-goals,
+activities, actors (grid; comparison between phases), involvement, decisions,
+notes, conflicts and history (filters, stepping through time)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Label, Static, TabbedContent, TabPane
+
+from core.projections.positions import key_between
+from tui_client.tui.actors import ActorCompareScreen, actor_grid, phase_ends
+from tui_client.tui.bindings import localise
+from tui_client.tui.cells import EDIT_ERRORS, cell_text, form_fields, form_text
+from tui_client.tui.dialogs import ConfirmDialog, EditDialog, FormDialog, ResolveDialog
+from tui_client.tui.history import (
+    HISTORY_ROWS,
+    AsOfScreen,
+    HistoryFilter,
+    entity_labels,
+    event_steps,
+    fill_history,
+)
+from tui_client.tui.layout import ENTITY_TABS, PLAN_FIELDS
+from tui_client.tui.status_line import StatusLine
+
+if TYPE_CHECKING:
+    from tui_client.tui.app import ViddaApp
+
+
+def slot(keys: list[str | None], index: int) -> str:
+    """A position key that sorts the moved item at `index` among the other
+    items' `keys` (in order). Two devices may have picked the same key: then
+    it goes just past the tied group, the nearest place a key can say."""
+    before = keys[index - 1] if index > 0 else None
+    after = keys[index] if index < len(keys) else None
+    if before is not None and after is not None and before >= after:
+        later = [k for k in keys[index:] if k is not None and k > before]
+        after = later[0] if later else None
+    return key_between(before, after)
+
+
+class PlanScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "back"),
+        Binding("e", "edit", "edit"),
+        Binding("a", "add", "add"),
+        Binding("x", "remove", "remove"),
+        Binding("c", "complete", "complete"),
+        Binding("r", "resolve", "resolve"),
+        Binding("k", "add_need('knowledge')", "need_knowledge"),
+        Binding("p", "add_need('process')", "need_process"),
+        Binding("greater_than_sign", "to_phase(1)", "next_phase"),
+        Binding("less_than_sign", "to_phase(-1)", "previous_phase"),
+        Binding("shift+up", "reorder(-1)", "move_up"),
+        Binding("shift+down", "reorder(1)", "move_down"),
+        Binding("v", "compare_actors", "compare"),
+        Binding("f", "filter_history", "filter"),
+        Binding("t", "time_travel", "time_travel"),
+    ]
+
+    def __init__(self, plan: bytes) -> None:
+        super().__init__()
+        self.plan = plan
+        self.data: dict[str, Any] = {}
+        self.phase_rows: list[tuple[str, str]] = []  # (kind, id) per row of the phases table
+        self.history_rows: list[dict[str, Any]] = []  # rows shown, newest first (filtered)
+        self.history_all: list[dict[str, Any]] | None = None  # None: not loaded / stale
+        self.history_steps: list[dict[str, Any]] = []  # one per event, newest first
+        self.step_of: dict[str, int] = {}  # event id (hex) -> its step
+        self.history_filter = HistoryFilter()
+        self.stale: set[str] = set()  # tabs to redraw when shown
+
+    def compose(self) -> ComposeResult:
+        t = self.app.t  # type: ignore[attr-defined]
+        yield Header()
+        with TabbedContent(id="tabs"):
+            with TabPane(t("overview"), id="tab-overview"):
+                yield DataTable(id="overview", cursor_type="row")
+            with TabPane(t("phases"), id="tab-phases"):
+                yield DataTable(id="phases", cursor_type="row")
+            for group, (_kind, _cols) in ENTITY_TABS.items():
+                with TabPane(t(group), id=f"tab-{group}"):
+                    yield DataTable(id=group, cursor_type="row")
+                    if group == "actors":
+                        yield Static(id="actor-grid")
+            with TabPane(t("conflicts"), id="tab-conflicts"):
+                yield DataTable(id="conflicts", cursor_type="row")
+            with TabPane(t("history"), id="tab-history"):
+                yield Label("", id="history-filter")
+                yield DataTable(id="history", cursor_type="row")
+        yield StatusLine(id="status")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        await self.reload()
+
+    async def reload(self) -> None:
+        """Read the plan again and redraw what is on screen: the overview and
+        the phases always (small), the other tabs when shown (a plan with
+        hundreds of activities and actors redraws one table per edit)."""
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        t = app.t
+        if localise(self, t):
+            self.relabel()
+        had_conflicts = bool(self.data.get("conflicts"))
+        self.data = await app.workspace.view(self.plan)
+        if had_conflicts != bool(self.data["conflicts"]):
+            self.refresh_bindings()  # `r` comes or goes
+        f = self.data["fields"]
+        self.sub_title = f"{f.get('municipality', '')} · {f.get('title', '')}"
+        self._fill_overview()
+        self._fill_phases()
+        self.stale = {*ENTITY_TABS, "conflicts", "history"}
+        self.history_all = None
+        await self._fill(self._active().removeprefix("tab-"))
+        app.refresh_status()
+
+    def relabel(self) -> None:
+        """Tab titles and key descriptions in the language of the moment."""
+        t = self.app.t  # type: ignore[attr-defined]
+        tabs = self.query_one("#tabs", TabbedContent)
+        for name in ("overview", "phases", *ENTITY_TABS, "conflicts", "history"):
+            tabs.get_tab(f"tab-{name}").label = t(name)
+        self.refresh_bindings()
+
+    async def _fill(self, group: str) -> None:
+        if group not in self.stale:
+            return
+        self.stale.discard(group)
+        if group in ENTITY_TABS:
+            self._fill_entities(group)
+        elif group == "conflicts":
+            self._fill_conflicts()
+        elif group == "history":
+            await self.show_history()
+
+    def _fill_overview(self) -> None:
+        t = self.app.t  # type: ignore[attr-defined]
+        f = self.data["fields"]
+        marks = set(self.data.get("plan_conflicts", []))
+        ov = self.query_one("#overview", DataTable)
+        ov.clear(columns=True)
+        ov.add_columns(t("field"), t("value"))
+        for name in PLAN_FIELDS:
+            mark = " ⚠" if name in marks else ""
+            ov.add_row(t(f"field_{name}") + mark, cell_text(f.get(name)), key=name)
+
+    def _fill_phases(self) -> None:
+        t = self.app.t  # type: ignore[attr-defined]
+        self.phase_rows = []
+        ph = self.query_one("#phases", DataTable)
+        ph.clear(columns=True)
+        ph.add_columns(t("phase"), t("status"), t("planned"), t("actual"))
+        needs: dict[Any, list[dict[str, Any]]] = {}
+        for need in self.data["needs"]:
+            needs.setdefault(need["fields"].get("phase"), []).append(need)
+        for number, phase in enumerate(self.data["phases"], 1):
+            pf = phase["fields"]
+            ph.add_row(
+                f"{number}. {cell_text(pf.get('name'))}" + (" ⚠" if phase.get("conflicts") else ""),
+                cell_text(pf.get("status")),
+                f"{cell_text(pf.get('planned_start'))} → {cell_text(pf.get('planned_end'))}",
+                f"{cell_text(pf.get('actual_start'))} → {cell_text(pf.get('actual_end'))}",
+            )
+            self.phase_rows.append(("phase", phase["id"]))
+            for need in needs.get(phase["id"], []):
+                nf = need["fields"]
+                ph.add_row(
+                    f"    {t('need_' + str(nf.get('kind')))}: {cell_text(nf.get('text'))}",
+                    cell_text(nf.get("status")),
+                    "",
+                    "",
+                )
+                self.phase_rows.append(("need", need["id"]))
+
+    def _fill_entities(self, group: str) -> None:
+        t = self.app.t  # type: ignore[attr-defined]
+        labels = {
+            "phase": {x["id"]: x["fields"].get("name", "") for x in self.data["phases"]},
+            "activity": {x["id"]: x["fields"].get("title", "") for x in self.data["activities"]},
+            "sub_goal": {x["id"]: x["fields"].get("text", "") for x in self.data["sub_goals"]},
+        }
+        cols = ENTITY_TABS[group][1]
+        table = self.query_one(f"#{group}", DataTable)
+        row = table.cursor_row
+        table.clear(columns=True)
+        table.add_columns(*(t(f"col_{c}") for c in cols))
+        for ent in self.data[group]:
+            ef = ent["fields"]
+            cells = []
+            for c in cols:
+                value = ef.get(c)
+                if c in labels and value:
+                    value = labels[c].get(value, value)
+                cells.append(cell_text(value) + (" ⚠" if c in ent.get("conflicts", ()) else ""))
+            table.add_row(*cells, key=ent["id"])
+        if self.data[group]:
+            table.move_cursor(row=min(row, len(self.data[group]) - 1))
+        if group == "actors":
+            self.query_one("#actor-grid", Static).update(actor_grid(self.data["actors"], t))
+
+    def _fill_conflicts(self) -> None:
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        t = app.t
+        conf = self.query_one("#conflicts", DataTable)
+        conf.clear(columns=True)
+        conf.add_columns(t("what"), t("value"), t("who"))
+        for i, c in enumerate(self.data["conflicts"]):
+            values = " | ".join(cell_text(v["value"]) for v in c["values"])
+            who = ", ".join(
+                app.workspace.names.get(v["author"], v["author"][:8]) for v in c["values"]
+            )
+            conf.add_row(f"{c['kind']} · {c['field']}", values, who, key=str(i))
+
+    async def show_history(self) -> None:
+        """The history tab, read when first shown and after each change (for
+        a large plan this reads every event, so never on an edit elsewhere)."""
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        await self._read_history()
+        names, labels = app.workspace.names, entity_labels(self.data)
+        keep = self.history_filter
+        every = self.history_all or []
+        self.history_rows = [r for r in every if keep.matches(r, labels, names)]
+        fill_history(self.query_one("#history", DataTable), self.history_rows, names, labels, app.t)
+        shown = min(len(self.history_rows), HISTORY_ROWS)
+        self.query_one("#history-filter", Label).update(
+            keep.describe(app.t, shown, len(self.history_rows))
+        )
+
+    async def _read_history(self) -> None:
+        if self.history_all is None:
+            app: ViddaApp = self.app  # type: ignore[assignment]
+            self.history_all = list(reversed(await app.workspace.history(self.plan)))
+            self.history_steps = event_steps(self.history_all)
+            self.step_of = {s["event"]: i for i, s in enumerate(self.history_steps)}
+
+    @on(TabbedContent.TabActivated)
+    async def tab_shown(self, event: TabbedContent.TabActivated) -> None:
+        self.refresh_bindings()  # the keys of this tab
+        await self._fill(str(event.pane.id).removeprefix("tab-"))
+
+    # Keys that act on one tab only are shown (and work) on that tab.
+    ONLY_ON: ClassVar[dict[str, tuple[str, ...]]] = {
+        "complete": ("activities",),
+        "reorder": ("activities",),
+        "to_phase": ("activities", "phases"),
+        "add_need": ("phases",),
+        "compare_actors": ("actors",),
+        "filter_history": ("history",),
+        "time_travel": ("history",),
+        "remove": ("phases", *ENTITY_TABS),
+        "edit": ("overview", "phases", *ENTITY_TABS),
+    }
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        tabs = self.ONLY_ON.get(action)
+        if tabs is not None and self.is_mounted:
+            return self._active().removeprefix("tab-") in tabs
+        if action == "resolve":
+            return bool(self.data.get("conflicts"))
+        return True
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def _active(self) -> str:
+        return self.query_one("#tabs", TabbedContent).active
+
+    def action_edit(self) -> None:
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        active = self._active()
+        if active == "tab-overview":
+            row = self.query_one("#overview", DataTable).cursor_row
+            kind, entity, field = "plan", self.plan, PLAN_FIELDS[row]
+            current = self.data["fields"].get(field)
+        elif active == "tab-phases" and self.phase_rows:
+            row = self.query_one("#phases", DataTable).cursor_row
+            kind, hex_id = self.phase_rows[row]
+            entity = bytes.fromhex(hex_id)
+            field = "status" if kind == "phase" else "text"
+            current = self._entity(kind, hex_id)["fields"].get(field)
+        elif active.removeprefix("tab-") in ENTITY_TABS:
+            self._edit_entity(active.removeprefix("tab-"))
+            return
+        else:
+            return
+
+        async def done(text: str | None) -> None:
+            if text is None:
+                return
+            await self._write(app.workspace.set_field(self.plan, kind, entity, field, text))
+
+        label = app.t(f"field_{field}")
+        self.app.push_screen(EditDialog(label, "" if current is None else str(current)), done)
+
+    def _entity(self, kind: str, hex_id: str) -> dict[str, Any]:
+        group = {"phase": "phases", "need": "needs", "activity": "activities"}[kind]
+        return next(e for e in self.data[group] if e["id"] == hex_id)
+
+    def _current_phase(self) -> str | None:
+        """The phase of the selected row of the phases table."""
+        if not self.phase_rows:
+            return None
+        row = self.query_one("#phases", DataTable).cursor_row
+        kind, hex_id = self.phase_rows[row]
+        if kind == "phase":
+            return hex_id
+        phase = self._entity("need", hex_id)["fields"].get("phase")
+        return str(phase) if phase else None
+
+    def action_add_need(self, kind: str) -> None:
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        if self._active() != "tab-phases":
+            return
+        phase = self._current_phase()
+
+        async def done(text: str | None) -> None:
+            if not text:
+                return
+            texts = {"kind": kind, "text": text}
+            if phase:
+                texts["phase"] = phase
+            await self._write(app.workspace.add(self.plan, "need", texts))
+
+        self.app.push_screen(EditDialog(app.t(f"need_{kind}"), ""), done)
+
+    async def action_to_phase(self, step: int) -> None:
+        """Move the selected need (phases tab, the tablecloth) or activity
+        (activities tab) to the next or previous phase."""
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        active = self._active()
+        if active == "tab-phases" and self.phase_rows:
+            row = self.query_one("#phases", DataTable).cursor_row
+            kind, hex_id = self.phase_rows[row]
+            if kind != "need":
+                return
+        elif active == "tab-activities" and self.data["activities"]:
+            row = self.query_one("#activities", DataTable).cursor_row
+            kind, hex_id = "activity", self.data["activities"][row]["id"]
+        else:
+            return
+        order = [p["id"] for p in self.data["phases"]]
+        here = self._entity(kind, hex_id)["fields"].get("phase")
+        index = order.index(here) if here in order else -1
+        target = index + step
+        if not 0 <= target < len(order):
+            return
+        phase = bytes.fromhex(order[target])
+        entity = bytes.fromhex(hex_id)
+        await self._write(
+            app.workspace.set_values(self.plan, kind, entity, {"phase": phase}), select=hex_id
+        )
+
+    async def action_reorder(self, step: int) -> None:
+        """Move the selected activity up or down the list: a new fractional
+        position between its new neighbours (one ActivityMoved event)."""
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        if self._active() != "tab-activities":
+            return
+        acts = self.data["activities"]
+        row = self.query_one("#activities", DataTable).cursor_row
+        target = row + step
+        if not acts or not 0 <= target < len(acts):
+            return
+        keys = [a["fields"].get("position") for i, a in enumerate(acts) if i != row]
+        position = slot(keys, target)
+        entity = bytes.fromhex(acts[row]["id"])
+        await self._write(
+            app.workspace.set_values(self.plan, "activity", entity, {"position": position}),
+            select=acts[row]["id"],
+        )
+
+    def action_remove(self) -> None:
+        """Remove the selected entity of the active tab, after a yes."""
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        group = self._active().removeprefix("tab-")
+        if group == "phases" and self.phase_rows:
+            kind, hex_id = self.phase_rows[self.query_one("#phases", DataTable).cursor_row]
+            fields = self._entity(kind, hex_id)["fields"]
+            label = cell_text(fields.get("name") or fields.get("text"))
+        elif group in ENTITY_TABS and self.data.get(group):
+            kind = ENTITY_TABS[group][0]
+            ent = self.data[group][self.query_one(f"#{group}", DataTable).cursor_row]
+            hex_id = ent["id"]
+            label = entity_labels({"plan": "", "fields": {}, group: [ent]})[hex_id]
+        else:
+            return
+
+        async def done(yes: bool | None) -> None:
+            if yes:
+                await self._write(app.workspace.remove(self.plan, kind, bytes.fromhex(hex_id)))
+
+        self.app.push_screen(ConfirmDialog(app.t("confirm_remove", what=label)), done)
+
+    def action_time_travel(self) -> None:
+        """The whole plan as it was after the selected history event."""
+        if self._active() != "tab-history" or not self.history_rows:
+            return
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        row = self.history_rows[self.query_one("#history", DataTable).cursor_row]
+        steps, index = self.history_steps, self.step_of[row["event"]]
+        names, labels = app.workspace.names, entity_labels(self.data)
+        keep = self.history_filter
+
+        def shown(step: dict[str, Any]) -> bool:
+            return any(keep.matches(c, labels, names) for c in step["changes"])
+
+        self.app.push_screen(AsOfScreen(self.plan, steps, index, shown if keep else None))
+
+    def action_filter_history(self) -> None:
+        """Filter the history by entity, author and event type (parts of names)."""
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        if self._active() != "tab-history":
+            return
+        t, now = app.t, self.history_filter
+        fields = [(f, t(f"filter_{f}")) for f in ("entity", "author", "type")]
+        values = {"entity": now.entity, "author": now.author, "type": now.type}
+
+        async def done(chosen: dict[str, str] | None) -> None:
+            if chosen is None:
+                return
+            self.history_filter = HistoryFilter(**{k: v.strip() for k, v in chosen.items()})
+            await self.show_history()
+
+        self.app.push_screen(FormDialog(t("filter_title"), fields, values=values), done)
+
+    async def action_compare_actors(self) -> None:
+        """The actor analysis at the end of the last finished phase against now."""
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        if self._active() != "tab-actors":
+            return
+        await self._read_history()
+        ends = phase_ends(self.history_steps, entity_labels(self.data))
+        if not ends:
+            app.notify(app.t("no_phase_done"))
+            return
+        self.app.push_screen(ActorCompareScreen(self.plan, ends))
+
+    def action_add(self) -> None:
+        """Add an entity of the active tab's kind (activities, actors, …)."""
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        group = self._active().removeprefix("tab-")
+        if group not in ENTITY_TABS:
+            group = "activities"
+        kind = ENTITY_TABS[group][0]
+        fields = [(f, app.t(f"col_{f}")) for f in form_fields(kind)]
+
+        async def done(values: dict[str, str] | None) -> None:
+            if not values:
+                return
+            texts = {k: v for k, v in values.items() if v.strip()}
+            await self._write(app.workspace.add(self.plan, kind, self._numbers(texts)))
+
+        self.app.push_screen(FormDialog(f"{app.t('add')}: {app.t(group)}", fields), done)
+
+    def _edit_entity(self, group: str) -> None:
+        """Every field of the selected entity in one form; changed ones are saved."""
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        entities = self.data.get(group) or []
+        if not entities:
+            return
+        row = self.query_one(f"#{group}", DataTable).cursor_row
+        ent = entities[row]
+        kind = ENTITY_TABS[group][0]
+        before = {f: form_text(ent["fields"].get(f)) for f in form_fields(kind)}
+        fields = [(f, app.t(f"col_{f}")) for f in form_fields(kind)]
+
+        async def done(values: dict[str, str] | None) -> None:
+            if not values:
+                return
+            changed = {k: v for k, v in values.items() if v != before.get(k, "")}
+            if changed:
+                await self._write(
+                    app.workspace.set_fields(
+                        self.plan, kind, bytes.fromhex(ent["id"]), self._numbers(changed)
+                    )
+                )
+
+        self.app.push_screen(
+            FormDialog(f"{app.t('edit')}: {app.t(group)}", fields, values=before), done
+        )
+
+    def _numbers(self, texts: dict[str, str]) -> dict[str, str]:
+        """Let people name a phase, activity or sub-goal by its number as shown."""
+        out = dict(texts)
+        for field, group in (
+            ("phase", "phases"),
+            ("activity", "activities"),
+            ("sub_goal", "sub_goals"),
+        ):
+            value = out.get(field, "").strip()
+            if value.isdigit() and 1 <= int(value) <= len(self.data[group]):
+                out[field] = self.data[group][int(value) - 1]["id"]
+        return out
+
+    async def action_complete(self) -> None:
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        if self._active() != "tab-activities" or not self.data.get("activities"):
+            return
+        table = self.query_one("#activities", DataTable)
+        activity = bytes.fromhex(self.data["activities"][table.cursor_row]["id"])
+        await self._write(
+            app.workspace.set_field(self.plan, "activity", activity, "status", "done")
+        )
+
+    def action_resolve(self) -> None:
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        found = self.data.get("conflicts", [])
+        if not found:
+            return
+        index = 0
+        if self._active() == "tab-conflicts":
+            index = self.query_one("#conflicts", DataTable).cursor_row
+        conflict = found[index]
+
+        async def done(choice: Any) -> None:
+            if choice is None:
+                return
+            how, value = choice
+            entity = bytes.fromhex(conflict["entity"])
+            if how == "text":
+                from tui_client.cli_plan import typed_values
+
+                state = await app.workspace.state(self.plan)
+                value = typed_values(state, conflict["kind"], {conflict["field"]: value})[
+                    conflict["field"]
+                ]
+            await self._write(
+                app.workspace.resolve(self.plan, conflict["kind"], entity, conflict["field"], value)
+            )
+
+        self.app.push_screen(ResolveDialog(conflict, app.workspace.names), done)
+
+    async def _write(self, edit: Any, select: str | None = None) -> None:
+        """Append (durably) first, then show; `select`: keep the cursor on that
+        entity wherever it moved to."""
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        try:
+            event = await edit
+        except EDIT_ERRORS as exc:
+            app.notify(str(exc), severity="error")
+            return
+        app.notify(app.t("saved", event=event.id.hex()[:12]))
+        app.local_change()
+        await self.reload()
+        if select is not None:
+            group = self._active().removeprefix("tab-")
+            if group == "phases":
+                rows = [hex_id for _, hex_id in self.phase_rows]
+            else:
+                rows = [e["id"] for e in self.data.get(group, [])]
+            if select in rows:
+                self.query_one(f"#{group}", DataTable).move_cursor(row=rows.index(select))
