@@ -232,6 +232,9 @@ def _migrate_older(out: Path, stem_prefix: str, path: Path, meta_path: Path) -> 
             await log.close()
 
         asyncio.run(migrate(tmp))
+        conn = sqlite3.connect(tmp)
+        conn.execute("VACUUM")  # the old table's pages
+        conn.close()
         if schema_text_of(tmp) != schema_text_of(None):
             tmp.unlink()
             continue
