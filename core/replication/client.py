@@ -23,7 +23,8 @@ import time
 import msgspec
 
 from core.events.envelope import Signer, decode_stored
-from core.store.event_log import EventLog
+from core.store.event_log import EventLog, Statement
+from core.store.ingest_report import IngestReport
 from core.sync.connection import ClientConnection, State
 from core.sync.messages import (
     MAX_BATCH_EVENTS,
@@ -157,25 +158,32 @@ class ClientSession:
             if plan not in self.catching_up:
                 await self._subscribe_more([plan])
             return
-        report = await self.log.ingest(message.events) if message.events else None
-        if report is not None:
+        server_id, epoch = self.conn.server_id, self.conn.epoch
+
+        def cursor(report: IngestReport | None) -> list[Statement]:
+            # Committed with the events it covers, and only if all of them
+            # landed: a cursor never runs ahead of the events.
+            if not message.cursor or (report is not None and report.rejected):
+                return []
+            assert server_id is not None and epoch is not None
+            return [
+                (
+                    "INSERT OR REPLACE INTO sync_cursors(server_id, plan_id, epoch, cursor) "
+                    "VALUES (?,?,?,?)",
+                    (server_id, plan, epoch, message.cursor),
+                )
+            ]
+
+        report = None
+        if message.events:
+            report = await self.log.ingest(message.events, then=cursor)
             self.status.received += len(report.accepted)
             for r in report.rejected + report.evidence:
                 self.status.rejected.append(
                     SyncProblem(plan.hex(), -1, r.reason, f"from the server: {r.message}")
                 )
-        if message.cursor and (report is None or not report.rejected):
-            # After the events are committed: a cursor never runs ahead of them.
-            assert self.conn.server_id is not None and self.conn.epoch is not None
-            await self.log.record(
-                [
-                    (
-                        "INSERT OR REPLACE INTO sync_cursors(server_id, plan_id, epoch, cursor) "
-                        "VALUES (?,?,?,?)",
-                        (self.conn.server_id, plan, self.conn.epoch, message.cursor),
-                    )
-                ]
-            )
+        elif message.cursor:
+            await self.log.record(cursor(None))
         if not message.more and plan in self.catching_up:
             self.catching_up.discard(plan)
             theirs = message.vector.get(self.me.hex(), 0)

@@ -322,11 +322,18 @@ class EventLog:
             await _set_meta(conn, "clock", self.clock.last.to_bytes(8, "big"))
         return events
 
-    async def ingest(self, raws: Iterable[bytes]) -> IngestReport:
+    async def ingest(
+        self,
+        raws: Iterable[bytes],
+        then: Callable[[IngestReport], Sequence[Statement]] | None = None,
+    ) -> IngestReport:
         """Verify and apply events from elsewhere (a peer, a bundle, a server).
 
         Never raises for bad input: every event ends up accepted, counted as
-        a duplicate, kept as evidence, or rejected with a reason.
+        a duplicate, kept as evidence, or rejected with a reason. `then`, if
+        given, returns bookkeeping statements (a sync cursor) to commit in
+        the same transaction as the events, knowing the report: one commit,
+        and the bookkeeping can never run ahead of the events.
         """
         report = IngestReport()
         chains: dict[tuple[bytes, bytes], list[tuple[int, Event]]] = defaultdict(list)
@@ -342,7 +349,7 @@ class EventLog:
                 )
                 continue
             chains[(ev.env.plan, ev.env.author)].append((index, ev))
-        if not chains:
+        if not chains and then is None:
             return report
         async with self._tx() as conn:
             await self._adopt_stored_clock(conn)
@@ -360,6 +367,8 @@ class EventLog:
             for ev in report.accepted:
                 self.clock.observe(ev.env.hlc, now)
             await _set_meta(conn, "clock", self.clock.last.to_bytes(8, "big"))
+            for sql, params in then(report) if then is not None else ():
+                await conn.execute(sql, params)
         return report
 
     async def record(self, statements: Sequence[Statement]) -> None:

@@ -333,3 +333,44 @@ async def test_every_event_of_a_batch_ends_up_in_the_report(tmp_path: Path) -> N
     ]
     assert sorted(indexes) == [0, 1, 2]
     await log.close()
+
+
+async def test_ingest_commits_bookkeeping_with_the_events_or_not_at_all(tmp_path: Path) -> None:
+    """A sync cursor goes into the events' own transaction: it sees the
+    report (no cursor past a rejected event), and if it fails the events
+    roll back with it."""
+    plan = new_uuid7()
+    dev = Replica(WS, plan)
+    made = dev.make(
+        b.PlanCreated(title="Hasvik", municipality="Hasvik"),
+        *[b.NoteWritten(note=new_uuid7(), target=None, text=f"notat {i}") for i in range(4)],
+    )
+    cursor_sql = (
+        "INSERT OR REPLACE INTO sync_cursors(server_id, plan_id, epoch, cursor) VALUES (?,?,?,?)"
+    )
+    seen = []
+
+    def cursor(report):  # type: ignore[no-untyped-def]
+        seen.append(len(report.accepted))
+        return [] if report.rejected else [(cursor_sql, (b"s", plan, b"e", 7))]
+
+    log = await open_log(tmp_path / "a.db")
+    try:
+        forged = bytearray(made[2].raw)
+        forged[-1] ^= 1
+        report = await log.ingest([made[0].raw, made[1].raw, bytes(forged)], then=cursor)
+        assert len(report.accepted) == 2 and report.rejected and seen == [2]
+        assert await log.fetch("SELECT cursor FROM sync_cursors") == []
+
+        def broken(report):  # type: ignore[no-untyped-def]
+            return [("INSERT INTO no_such_table VALUES (1)", ())]
+
+        with pytest.raises(sqlite3.OperationalError):
+            await log.ingest([e.raw for e in made[2:]], then=broken)
+        assert len(await log.raw_events(plan)) == 2  # rolled back with it
+
+        report = await log.ingest([e.raw for e in made[2:]], then=cursor)
+        assert len(report.accepted) == 3 and not report.rejected
+        assert await log.fetch("SELECT cursor FROM sync_cursors") == [(7,)]
+    finally:
+        await log.close()
