@@ -26,6 +26,7 @@ from tui_client.tui.history import (
     fill_history,
 )
 from tui_client.tui.layout import ENTITY_TABS, PLAN_FIELDS
+from tui_client.tui.report import ReportScreen
 from tui_client.tui.status_line import StatusLine
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class PlanScreen(Screen[None]):
         Binding("shift+up", "reorder(-1)", "move_up"),
         Binding("shift+down", "reorder(1)", "move_down"),
         Binding("v", "compare_actors", "compare"),
+        Binding("R", "report", "report"),
         Binding("f", "filter_history", "filter"),
         Binding("t", "time_travel", "time_travel"),
     ]
@@ -440,6 +442,10 @@ class PlanScreen(Screen[None]):
             app.notify(app.t("no_phase_done"))
             return
         self.app.push_screen(ActorCompareScreen(self.plan, ends))
+
+    def action_report(self) -> None:
+        """The plan's research report (what `vidda report PLAN` prints)."""
+        self.app.push_screen(ReportScreen(self.plan))
 
     def action_add(self) -> None:
         """Add an entity of the active tab's kind (activities, actors, …)."""
