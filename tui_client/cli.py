@@ -76,7 +76,19 @@ def _parser() -> argparse.ArgumentParser:
     cli_sync.register(sub)
     cli_server.register(sub)
     cli_demo.register(sub)
+    _no_abbreviations(parser)
     return parser
+
+
+def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
+    """Options must be spelled out (`--hom` is not `--home`): a script's
+    typo fails loudly, and private exports can blank exactly the options
+    that name paths."""
+    parser.allow_abbrev = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _no_abbreviations(child)
 
 
 def _hoist_home(args: list[str]) -> list[str]:

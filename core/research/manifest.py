@@ -103,15 +103,9 @@ def file_rows(derived: Derived, rel: str) -> int | None:
     return len(rows) if rows is not None else None
 
 
-def build_manifest(
-    derived: Derived,
-    folder: Path,
-    files: list[str],
-    *,
-    formats: tuple[str, ...],
-    command: list[str],
-    cutoff_rx: int,
-) -> Manifest:
+def plan_entries(derived: Derived) -> list[PlanEntry]:
+    """The manifest's per-plan part: what the signed events say about each
+    plan (its chains' heads, event count, consent, what was exported)."""
     red = derived.redactor
     chains: dict[bytes, list[ChainEntry]] = {}
     for h in derived.heads:
@@ -119,7 +113,7 @@ def build_manifest(
         if red is not None:
             entry = ChainEntry(red.device(h.device), h.seq, red.event_id(h.head))
         chains.setdefault(h.plan, []).append(entry)
-    plans = [
+    return [
         PlanEntry(
             plan=p.hex(),
             membership=p == derived.workspace,
@@ -130,6 +124,19 @@ def build_manifest(
         )
         for p in derived.plans
     ]
+
+
+def build_manifest(
+    derived: Derived,
+    folder: Path,
+    files: list[str],
+    *,
+    formats: tuple[str, ...],
+    command: list[str],
+    cutoff_rx: int,
+) -> Manifest:
+    red = derived.redactor
+    plans = plan_entries(derived)
     last = max((r.event.env.hlc for r in derived.records), default=None)
     entries = []
     for rel in sorted(files):

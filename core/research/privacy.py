@@ -175,11 +175,21 @@ class Redactor:
             swap[name] = label
         for name, label in self._persons.items():
             swap[name] = "[person]" if self.anonymous else label
-        words = sorted((n for n in swap if len(n.strip()) >= 3), key=lambda n: (-len(n), n))
+        # Each word of a name on its own too ("sier Kari." names Kari
+        # Nordmann), in any letter case: whole names first, then their parts.
+        for name, label in list(swap.items()):
+            for part in name.split():
+                swap.setdefault(part, label)
+        folded: dict[str, str] = {}
+        for name, label in swap.items():
+            folded.setdefault(name.casefold(), label)
+        words = sorted((n for n in folded if len(n.strip()) >= 3), key=lambda n: (-len(n), n))
         if not words:
             return lambda text: text
-        pattern = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(w) for w in words) + r")(?!\w)")
-        return lambda text: pattern.sub(lambda m: swap[m.group(0)], text)
+        pattern = re.compile(
+            r"(?<!\w)(?:" + "|".join(re.escape(w) for w in words) + r")(?!\w)", re.IGNORECASE
+        )
+        return lambda text: pattern.sub(lambda m: folded.get(m.group(0).casefold(), "[name]"), text)
 
     # --- values ----------------------------------------------------------------------------
 
@@ -241,7 +251,7 @@ class Redactor:
                 "field": c["field"],
                 "old": self._old(kind, entity, c["field"], c["old"]),
                 "new": self.field(kind, entity, c["field"], c["new"]),
-                "note": c["note"],
+                "note": self.text(c["note"]),
             }
             for c in obj["changes"]
         ]
@@ -309,7 +319,7 @@ class Redactor:
                         *r[5:10],
                         json_text(self._old(kind, entity, field, old)),
                         None if r[11] is None else json_text(self.field(kind, entity, field, new)),
-                        r[12],
+                        self.text(r[12]),
                     )
                 )
             tables[f"{kind}_history"] = hist

@@ -39,6 +39,7 @@ from typing import Any
 import msgspec
 
 from core.events.envelope import Event, EventError, event_id, open_event
+from core.events.hlc import to_iso
 from core.events.verify import first_problem
 from core.research.export import (
     Derived,
@@ -55,7 +56,9 @@ from core.research.manifest import (
     Manifest,
     content_hash,
     decode_manifest,
+    export_notes,
     file_sha256,
+    plan_entries,
     tool_version,
 )
 from core.research.writers import (
@@ -447,6 +450,36 @@ def _rederive(
         "chains": len(derived.heads),
         **{f"rows.{n}": len(r) for n, r in derived.tables.items()},
     }
+    # The manifest's own claims about the plans (heads, consent, what was
+    # exported), its cut-off and its notes must be what the events give too:
+    # a consistent edit of the manifest and its hashes is no way around them.
+    # (Plans exported as counts only have no events here: their entries and
+    # the notes about them are checked by the manifest's hash alone.)
+    last = max((r.event.env.hlc for r in derived.records), default=None)
+    counted_only = any(p.content == "aggregates" for p in manifest.plans)
+    claims: dict[str, tuple[Any, Any]] = {
+        "plans": (
+            [p for p in manifest.plans if p.content == "events"],
+            [p for p in plan_entries(derived) if p.content == "events"],
+        ),
+        "cutoff": (
+            (manifest.cutoff.events, manifest.cutoff.last_device_time),
+            (len(derived.records), to_iso(last) if last is not None else None),
+        ),
+    }
+    if not counted_only:
+        claims["notes"] = (manifest.notes, export_notes(derived))
+    for name, (stated, given) in claims.items():
+        if stated != given:
+            add(
+                ExportProblem(
+                    MANIFEST,
+                    None,
+                    None,
+                    "wrong_manifest",
+                    f"{name} differs from what the signed events give",
+                )
+            )
     for key, value in sorted(counts.items()):
         if manifest.counts.get(key) != value:
             add(

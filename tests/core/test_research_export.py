@@ -453,3 +453,42 @@ def test_duckdb_and_pandas_read_a_generated_workspace(big: tuple[Path, int]) -> 
             JOIN '{out}/parquet/events.parquet' e USING (event_id)"""
     ).fetchone()
     assert joined == (manifest.counts["rows.activity_history"],)
+
+
+@pytest.mark.parametrize(
+    "claim",
+    ["consent", "plan_events", "head", "cutoff_events", "cutoff_time", "notes"],
+)
+def test_the_manifests_own_claims_are_checked_against_the_events(
+    claim: str, small: tuple[Small, Path], tmp_path: Path
+) -> None:
+    """Consent, event counts, heads, the cut-off and the notes are derived
+    from the signed events: an edit of them, with every hash recomputed, is
+    caught."""
+    from core.research.manifest import encode_manifest
+
+    _, out = small
+    folder = _copy(out, tmp_path / "x")
+    manifest = decode_manifest((folder / MANIFEST).read_bytes())
+    at, plan = next((i, p) for i, p in enumerate(manifest.plans) if not p.membership)
+    edit = msgspec.structs.replace
+    if claim == "consent":
+        plan = edit(plan, consent="withdrawn" if plan.consent != "withdrawn" else "given")
+    elif claim == "plan_events":
+        plan = edit(plan, events=plan.events + 5)
+    elif claim == "head":
+        plan = edit(plan, chains=[edit(plan.chains[0], head="00" * 32), *plan.chains[1:]])
+    elif claim == "cutoff_events":
+        manifest.cutoff = edit(manifest.cutoff, events=1)
+    elif claim == "cutoff_time":
+        manifest.cutoff = edit(manifest.cutoff, last_device_time="2001-01-01")
+    else:
+        manifest.notes = [*manifest.notes, "every plan was exported in full"]
+    manifest.plans[at] = plan
+    (folder / MANIFEST).write_bytes(encode_manifest(manifest))
+    _rehash(folder)
+    report = verify_export(folder)
+    assert not report.ok
+    # (A wrong head is also named at the chain's last event.)
+    where = "events.jsonl" if claim == "head" else MANIFEST
+    assert any(n.startswith(where) for n in _names(report)), _names(report)

@@ -193,3 +193,16 @@ def test_home_may_follow_the_subcommand_and_a_closed_pipe_is_quiet(tmp_path) -> 
     shown.stdout.close()  # the reader goes away at once, like `| head -0`
     _, err = shown.communicate()
     assert b"Traceback" not in err and b"Broken pipe" not in err
+
+
+def test_abbreviated_options_are_refused(tmp_path: Path) -> None:
+    """`--js` is not `--json` and `--hom` is not `--home`: a typo in a script
+    fails, and no path slips past a private export's blanking of `--out`."""
+    home = tmp_path / "kari"
+    for args, message in (
+        (["plan", "list", "--js"], "unrecognised arguments: --js"),
+        (["--hom", str(home), "plan", "list"], "invalid choice"),
+        (["export", "--anonymise", "--ou", str(tmp_path / "o")], "--ou"),
+    ):
+        run = vidda(home, *args, check=False)
+        assert run.returncode == 2 and message in run.stderr, (args, run.stderr)
