@@ -33,6 +33,11 @@ async def test_R_shows_the_plans_report_and_escape_goes_back(tmp_path: Path) -> 
         await pilot.press("escape")
         await pilot.pause()
         assert isinstance(app.screen, PlanScreen)
+        # Also a palette command while a plan is open (R is not in the footer).
+        (report,) = [c for c in app.get_system_commands(app.screen) if c.title == "Rapport"]
+        report.callback()
+        await pilot.pause()
+        assert isinstance(app.screen, ReportScreen)
     # The command line prints the same report for the same log.
     (out,) = vidda_parallel((fixed.home.path, ["report", fixed.plan.hex()]))
     assert out.stdout.strip() == expected.strip()

@@ -237,6 +237,9 @@ class ViddaApp(App[None]):
                     t("open_help"),
                     lambda plan=s.plan: self._open_plan(plan),
                 )
+        plan_screen = next((s for s in self.screen_stack if isinstance(s, PlanScreen)), None)
+        if plan_screen is not None:
+            yield SystemCommand(t("report"), t("report_help"), plan_screen.action_report)
         yield SystemCommand(t("language"), t("language_help"), self._palette_language)
         yield SystemCommand(t("settings"), t("settings_help"), self.action_settings)
         yield SystemCommand(t("sync_now"), t("sync_now_help"), self.action_sync_now)

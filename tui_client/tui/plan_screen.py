@@ -60,7 +60,7 @@ class PlanScreen(Screen[None]):
         Binding("shift+up", "reorder(-1)", "move_up"),
         Binding("shift+down", "reorder(1)", "move_down"),
         Binding("v", "compare_actors", "compare"),
-        Binding("R", "report", "report"),
+        Binding("R", "report", "report", show=False),  # F1 and the palette list it
         Binding("f", "filter_history", "filter"),
         Binding("t", "time_travel", "time_travel"),
     ]
