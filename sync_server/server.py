@@ -9,8 +9,9 @@ never reaches memory whole), events per push batch (the message decoder),
 push events per second per connection (throttled, not dropped), frames per
 second per connection (a flood is closed), connections per device, the
 handshake must finish within `handshake_seconds`, websocket pings detect a
-dead link, no compression. A slow reader (its outbox full during live
-fan-out) is closed with 1013 and resumes from its cursor.
+dead link, no compression. A slow reader (its outbox, bounded by frames and
+bytes, full during live fan-out) is closed with 1013 and resumes from its
+cursor.
 
 HTTP on the same port: `GET /healthz` (`ok`) and `GET /metrics`
 (Prometheus text). Logs are JSON lines on stderr with connection and device.
@@ -251,8 +252,8 @@ class SyncServer:
     async def _writer(self, ws: ServerConnection, session: HubSession) -> None:
         try:
             while True:
-                message = await session.outbox.get()
-                await ws.send(m.encode(message))
+                frame = await session.outbox.get()  # encoded by the hub (live: once for all)
+                await ws.send(frame)
                 session.outbox.task_done()
         finally:
             # The link died (or the handler ended): unblock anyone queueing.

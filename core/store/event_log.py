@@ -336,7 +336,18 @@ class EventLog:
         and the bookkeeping can never run ahead of the events.
         """
         report = IngestReport()
-        chains: dict[tuple[bytes, bytes], list[tuple[int, Event]]] = defaultdict(list)
+        opened = self.open_for_ingest(raws, report)
+        if not opened and then is None:
+            return report
+        return (await self.ingest_batches([(opened, report)], then=then))[0]
+
+    def open_for_ingest(
+        self, raws: Iterable[bytes], report: IngestReport
+    ) -> list[tuple[int, Event]]:
+        """Open each event strictly (no signature check yet): (index, event)
+        of those that open and are of this workspace; the others are
+        reported rejected."""
+        opened: list[tuple[int, Event]] = []
         for index, raw in enumerate(raws):
             try:
                 ev = open_event(raw, verify=False, strict=True)
@@ -348,28 +359,46 @@ class EventLog:
                     Rejection(index, ev.id, "wrong_workspace", "event of another workspace")
                 )
                 continue
-            chains[(ev.env.plan, ev.env.author)].append((index, ev))
-        if not chains and then is None:
-            return report
+            opened.append((index, ev))
+        return opened
+
+    async def ingest_batches(
+        self,
+        batches: Sequence[tuple[Sequence[tuple[int, Event]], IngestReport]],
+        then: Callable[[IngestReport], Sequence[Statement]] | None = None,
+    ) -> list[IngestReport]:
+        """Ingest several batches of opened events (`open_for_ingest`) in
+        ONE transaction (group commit: one BEGIN, one fsync), each with its
+        own report, in order: a batch sees what the batches before it
+        stored, exactly as separate `ingest` calls would. All or nothing: if
+        anything raises, nothing of any batch is stored. `then` (see
+        `ingest`) sees the last batch's report."""
         async with self._tx() as conn:
             await self._adopt_stored_clock(conn)
-            rows = []
-            for (plan, author), items in chains.items():
-                rows.extend(await ingest_chain(self, conn, plan, author, items, report))
-            if rows:
-                await conn.executemany(INSERT_EVENT, rows)
-                oldest: dict[int, int] = {}
-                for plan_no, _, _, hlc, _, _ in rows:
-                    oldest[plan_no] = min(hlc, oldest.get(plan_no, hlc))
-                for plan_no, hlc in oldest.items():
-                    await _forget_timeline_after(conn, plan_no, hlc)
+            accepted: list[Event] = []
+            for opened, report in batches:
+                chains: dict[tuple[bytes, bytes], list[tuple[int, Event]]] = defaultdict(list)
+                for index, ev in opened:
+                    chains[(ev.env.plan, ev.env.author)].append((index, ev))
+                rows = []
+                for (plan, author), items in chains.items():
+                    rows.extend(await ingest_chain(self, conn, plan, author, items, report))
+                if rows:
+                    await conn.executemany(INSERT_EVENT, rows)
+                    oldest: dict[int, int] = {}
+                    for plan_no, _, _, hlc, _, _ in rows:
+                        oldest[plan_no] = min(hlc, oldest.get(plan_no, hlc))
+                    for plan_no, hlc in oldest.items():
+                        await _forget_timeline_after(conn, plan_no, hlc)
+                accepted.extend(report.accepted)
             now = self._now_ms()
-            for ev in report.accepted:
+            for ev in accepted:
                 self.clock.observe(ev.env.hlc, now)
             await _set_meta(conn, "clock", self.clock.last.to_bytes(8, "big"))
-            for sql, params in then(report) if then is not None else ():
-                await conn.execute(sql, params)
-        return report
+            if then is not None and batches:
+                for sql, params in then(batches[-1][1]):
+                    await conn.execute(sql, params)
+        return [report for _, report in batches]
 
     async def record(self, statements: Sequence[Statement]) -> None:
         """Commit bookkeeping statements (sync cursors, acks) in one transaction.
@@ -425,11 +454,14 @@ class EventLog:
             self.clock.last = max(self.clock.last, int.from_bytes(stored, "big"))
 
     async def _frozen_at(self, plan_no: int, dev_no: int) -> int | None:
-        async with self._conn.execute(
-            "SELECT at_seq FROM frozen_chains WHERE plan_no=? AND device_no=?", (plan_no, dev_no)
-        ) as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else None
+        # execute_fetchall: one thread hop (execute + fetchone + close are three).
+        rows = list(
+            await self._conn.execute_fetchall(
+                "SELECT at_seq FROM frozen_chains WHERE plan_no=? AND device_no=?",
+                (plan_no, dev_no),
+            )
+        )
+        return int(rows[0][0]) if rows else None
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -647,9 +679,9 @@ async def _forget_timeline_after(conn: aiosqlite.Connection, plan_no: int, hlc: 
 
 
 async def _meta(conn: aiosqlite.Connection, key: str) -> bytes | None:
-    async with conn.execute("SELECT value FROM meta WHERE key=?", (key,)) as cur:
-        row = await cur.fetchone()
-    return bytes(row[0]) if row else None
+    # execute_fetchall: one thread hop (execute + fetchone + close are three).
+    rows = list(await conn.execute_fetchall("SELECT value FROM meta WHERE key=?", (key,)))
+    return bytes(rows[0][0]) if rows else None
 
 
 async def _set_meta(conn: aiosqlite.Connection, key: str, value: bytes) -> None:

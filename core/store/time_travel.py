@@ -245,3 +245,11 @@ async def state_as_of(log: EventLog, plan: bytes, limit: Key) -> PlanState:
         for ev in events:
             evolve(state, ev)
     return state
+
+
+async def checkpoints_ready(log: EventLog, plan: bytes) -> bool:
+    """Whether a time-travel query of `plan` is quick now: its time-line
+    checkpoints are there (`ensure_checkpoints` would add none), so no query
+    folds the whole plan first."""
+    plan_no = await log._known_plan_no(plan)
+    return plan_no is None or await _uncovered(log, plan_no) < 2 * TIMELINE_STEP

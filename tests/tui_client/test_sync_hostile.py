@@ -1119,10 +1119,10 @@ async def test_closed_connections_leave_no_subscriptions_behind(tmp_path: Path) 
         for _ in range(3):
             session = hub.session(os.urandom(32))
             await session.receive(m.Hello(versions=[1], workspace=ws, device=member.public_key))
-            challenge = session.outbox.get_nowait()
+            challenge = m.decode_from_server(session.outbox.get_nowait())
             assert isinstance(challenge, m.Challenge)
             await session.receive(m.Prove(signature=proof(member, challenge, ws)))
-            assert isinstance(session.outbox.get_nowait(), m.Welcome)
+            assert isinstance(m.decode_from_server(session.outbox.get_nowait()), m.Welcome)
 
             async def drain(s: Any = session) -> None:
                 while True:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Label
 
 from core.events.envelope import Event
@@ -25,9 +26,10 @@ from core.projections.plan_state import PlanState, evolve, restore, snapshot
 from core.projections.plan_view import conflicts, entities_of, entity_view
 from core.store.checkpoints import gc_paused
 from core.store.event_log import EventLog
-from core.store.time_travel import key_of, state_as_of
+from core.store.time_travel import checkpoints_ready, key_of, state_as_of
 from tui_client.tui.bindings import localise
 from tui_client.tui.cells import cell_text
+from tui_client.tui.history_load import TimelineFold
 from tui_client.tui.layout import PLAN_FIELDS
 from tui_client.tui.status_line import StatusLine
 
@@ -180,10 +182,22 @@ class Stepper:
 
     ANCHOR = 250
 
-    def __init__(self, log: EventLog, plan: bytes, events: list[Event]) -> None:
+    def __init__(
+        self, log: EventLog, plan: bytes, events: list[Event], fold: TimelineFold | None = None
+    ) -> None:
         self.log, self.plan, self.events = log, plan, events
         self.position = {ev.id.hex(): i for i, ev in enumerate(events)}
         self.anchors: dict[int, bytes] = {}
+        # Without the log's time-line checkpoints: the time line folded in
+        # memory (a worker), instead of `state_as_of` building them first.
+        self.fold = fold
+
+    def ready(self, event: str) -> bool:
+        """Whether `state_at(event)` is quick now (else: wait for the fold)."""
+        pos = self.position[event]
+        if self.fold is None or any(pos - self.ANCHOR <= a <= pos for a in self.anchors):
+            return True
+        return self.fold.nearest(max(0, pos - self.ANCHOR)) is not None
 
     async def state_at(self, event: str) -> PlanState:
         """The plan after the event with this id (hex), as `state_as_of`."""
@@ -194,7 +208,14 @@ class Stepper:
             state = restore(self.anchors[start])
         else:
             start = max(0, pos - self.ANCHOR)
-            state = await state_as_of(self.log, self.plan, key_of(self.events[start]))
+            found = self.fold.nearest(start) if self.fold is not None else None
+            if found is None:
+                state = await state_as_of(self.log, self.plan, key_of(self.events[start]))
+            else:
+                at, state = found
+                with gc_paused():
+                    for ev in self.events[at + 1 : start + 1]:
+                        evolve(state, ev)
             self.anchors[start] = snapshot(state, prune=True)
         with gc_paused():
             for ev in self.events[start + 1 : pos + 1]:
@@ -258,6 +279,7 @@ class AsOfScreen(Screen[None]):
         self.stepper: Stepper | None = None
         self.data: dict[str, Any] = {}
         self.shown = False  # the step at `index` is on screen
+        self.waiting: Timer | None = None  # to show the step once the fold got there
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -276,9 +298,27 @@ class AsOfScreen(Screen[None]):
             self.refresh_bindings()
         self.shown = False
         step = self.steps[self.index]
+        if self.waiting is not None:
+            self.waiting.stop()
+            self.waiting = None
         if self.stepper is None:
             events = app.workspace.timelines.get(self.plan) or []
-            self.stepper = Stepper(app.workspace.log, self.plan, events)
+            fold = None
+            if events and not await checkpoints_ready(app.workspace.log, self.plan):
+                fold = app.workspace.timeline_fold(self.plan, events)
+                if not fold.started:
+                    fold.started = True
+                    app.run_worker(fold.run(), name="fold", group="fold", exclusive=True)
+            self.stepper = Stepper(app.workspace.log, self.plan, events, fold)
+        fold = self.stepper.fold
+        if (
+            fold
+            and step["event"] in self.stepper.position
+            and not self.stepper.ready(step["event"])
+        ):
+            self.query_one("#when", Label).update(t("preparing_time_travel", percent=fold.percent))
+            self.waiting = self.set_timer(0.1, self.show)  # keys work meanwhile
+            return
         if step["event"] in self.stepper.position:
             state = await self.stepper.state_at(step["event"])
         else:  # the time line was not read (or changed since): ask the log

@@ -22,9 +22,9 @@ from tui_client.tui.history import (
     AsOfScreen,
     HistoryFilter,
     entity_labels,
-    event_steps,
     fill_history,
 )
+from tui_client.tui.history_load import HistoryLoad, read_history
 from tui_client.tui.layout import ENTITY_TABS, PLAN_FIELDS
 from tui_client.tui.report import ReportScreen
 from tui_client.tui.status_line import StatusLine
@@ -71,7 +71,11 @@ class PlanScreen(Screen[None]):
         self.data: dict[str, Any] = {}
         self.phase_rows: list[tuple[str, str]] = []  # (kind, id) per row of the phases table
         self.history_rows: list[dict[str, Any]] = []  # rows shown, newest first (filtered)
-        self.history_all: list[dict[str, Any]] | None = None  # None: not loaded / stale
+        self.history_all: list[dict[str, Any]] | None = None  # None: not (yet) read / stale
+        self.history_load: HistoryLoad | None = None  # being read (or read), None: stale
+        self.history_drawn = -1  # how many rows were read when the table was drawn
+        self.history_full = False  # it shows HISTORY_ROWS rows (the newest: final)
+        self.when_read: list[Any] = []  # run once the history is read
         self.history_steps: list[dict[str, Any]] = []  # one per event, newest first
         self.step_of: dict[str, int] = {}  # event id (hex) -> its step
         self.history_filter = HistoryFilter()
@@ -118,7 +122,7 @@ class PlanScreen(Screen[None]):
         self._fill_overview()
         self._fill_phases()
         self.stale = {*ENTITY_TABS, "conflicts", "history"}
-        self.history_all = None
+        self.forget_history()
         await self._fill(self._active().removeprefix("tab-"))
         app.refresh_status()
 
@@ -139,7 +143,7 @@ class PlanScreen(Screen[None]):
         elif group == "conflicts":
             self._fill_conflicts()
         elif group == "history":
-            await self.show_history()
+            self.show_history()
 
     def _fill_overview(self) -> None:
         t = self.app.t  # type: ignore[attr-defined]
@@ -219,27 +223,76 @@ class PlanScreen(Screen[None]):
             )
             conf.add_row(f"{c['kind']} · {c['field']}", values, who, key=str(i))
 
-    async def show_history(self) -> None:
-        """The history tab, read when first shown and after each change (for
-        a large plan this reads every event, so never on an edit elsewhere)."""
+    def forget_history(self) -> None:
+        """The plan changed: the history read (or being read) is stale."""
+        self.workers.cancel_group(self, "history")
+        self.history_load, self.history_all = None, None
+        self.when_read = []
+
+    def read_history(self) -> HistoryLoad:
+        """Start reading the history in a worker (once per change of the plan):
+        the table fills with the newest rows first, a progress line above it,
+        keys keep working meanwhile."""
+        if self.history_load is None:
+            app: ViddaApp = self.app  # type: ignore[assignment]
+            load = self.history_load = HistoryLoad(self.plan)
+            self.history_drawn, self.history_full = -1, False
+            self.run_worker(
+                read_history(app.workspace.log, load, self._history_read, first=HISTORY_ROWS),
+                name="history",
+                group="history",
+                exclusive=True,
+            )
+        return self.history_load
+
+    def _history_read(self, load: HistoryLoad) -> None:
+        """Progress of the worker: the line above the table; the table once
+        the newest rows are there, and again at the end if it was not full."""
+        if load is not self.history_load or not self.query("#history-filter"):
+            return  # a stale reading, or the screen is closing
+        if load.done:
+            app: ViddaApp = self.app  # type: ignore[assignment]
+            self.history_all, self.history_steps = load.rows, load.steps
+            self.step_of = {s["event"]: i for i, s in enumerate(load.steps)}
+            app.workspace.timelines[self.plan] = load.events
+            self.show_history()
+            todo, self.when_read = self.when_read, []
+            for then in todo:
+                then()
+        elif self.history_drawn < HISTORY_ROWS <= len(load.rows):
+            self.show_history()  # the newest rows are in
+        else:
+            self._history_label()
+
+    def show_history(self) -> None:
+        """The history tab: the rows read so far that the filter lets through
+        (the newest `HISTORY_ROWS` in the table)."""
         app: ViddaApp = self.app  # type: ignore[assignment]
-        await self._read_history()
+        load = self.read_history()
+        if load.done and self.history_full:
+            self._history_label()
+            return  # the newest rows are on screen already
         names, labels = app.workspace.names, entity_labels(self.data)
         keep = self.history_filter
-        every = self.history_all or []
-        self.history_rows = [r for r in every if keep.matches(r, labels, names)]
-        fill_history(self.query_one("#history", DataTable), self.history_rows, names, labels, app.t)
-        shown = min(len(self.history_rows), HISTORY_ROWS)
-        self.query_one("#history-filter", Label).update(
-            keep.describe(app.t, shown, len(self.history_rows))
-        )
+        every = load.rows
+        self.history_rows = [r for r in every if keep.matches(r, labels, names)] if keep else every
+        table = self.query_one("#history", DataTable)
+        row = table.cursor_row
+        fill_history(table, self.history_rows, names, labels, app.t)
+        if self.history_rows:
+            table.move_cursor(row=min(row, table.row_count - 1))
+        self.history_drawn = len(load.rows)
+        self.history_full = len(self.history_rows) >= HISTORY_ROWS
+        self._history_label()
 
-    async def _read_history(self) -> None:
-        if self.history_all is None:
-            app: ViddaApp = self.app  # type: ignore[assignment]
-            self.history_all = list(reversed(await app.workspace.history(self.plan)))
-            self.history_steps = event_steps(self.history_all)
-            self.step_of = {s["event"]: i for i, s in enumerate(self.history_steps)}
+    def _history_label(self) -> None:
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        load = self.history_load
+        shown = min(len(self.history_rows), HISTORY_ROWS)
+        text = self.history_filter.describe(app.t, shown, len(self.history_rows))
+        if load is not None and not load.done:
+            text = f"{app.t('reading_history', percent=load.percent)} · {text}"
+        self.query_one("#history-filter", Label).update(text)
 
     @on(TabbedContent.TabActivated)
     async def tab_shown(self, event: TabbedContent.TabActivated) -> None:
@@ -268,6 +321,10 @@ class PlanScreen(Screen[None]):
         return True
 
     def action_back(self) -> None:
+        self.forget_history()  # stop reading it, and folding it for time travel
+        self.app.workers.cancel_group(self.app, "fold")
+        app: ViddaApp = self.app  # type: ignore[assignment]
+        app.workspace.folds.pop(self.plan, None)
         self.app.pop_screen()
 
     def _active(self) -> str:
@@ -404,6 +461,9 @@ class PlanScreen(Screen[None]):
         if self._active() != "tab-history" or not self.history_rows:
             return
         app: ViddaApp = self.app  # type: ignore[assignment]
+        if self.history_all is None:  # steps are counted over the whole history
+            app.notify(app.t("history_loading"))
+            return
         row = self.history_rows[self.query_one("#history", DataTable).cursor_row]
         steps, index = self.history_steps, self.step_of[row["event"]]
         names, labels = app.workspace.names, entity_labels(self.data)
@@ -427,7 +487,8 @@ class PlanScreen(Screen[None]):
             if chosen is None:
                 return
             self.history_filter = HistoryFilter(**{k: v.strip() for k, v in chosen.items()})
-            await self.show_history()
+            self.history_full = False
+            self.show_history()
 
         self.app.push_screen(FormDialog(t("filter_title"), fields, values=values), done)
 
@@ -436,7 +497,16 @@ class PlanScreen(Screen[None]):
         app: ViddaApp = self.app  # type: ignore[assignment]
         if self._active() != "tab-actors":
             return
-        await self._read_history()
+        if self.history_all is None:  # compared once the history is read
+            load = self.read_history()
+            self.when_read.append(lambda: self.call_later(self.action_compare_actors))
+
+            def still_reading() -> None:
+                if not load.done and load is self.history_load:
+                    app.notify(app.t("history_loading"))
+
+            self.set_timer(0.5, still_reading)  # said only when it takes a while
+            return
         ends = phase_ends(self.history_steps, entity_labels(self.data))
         if not ends:
             app.notify(app.t("no_phase_done"))

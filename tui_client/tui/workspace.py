@@ -23,6 +23,7 @@ from core.projections.plan_view import conflicts, view
 from core.replication.client import pending_events
 from core.store.event_log import EventLog
 from tui_client.home import Home
+from tui_client.tui.history_load import TimelineFold
 
 
 class PlanSummary(msgspec.Struct, frozen=True):
@@ -49,6 +50,8 @@ class Workspace:
         # Each plan's events in time-line order, kept once the history was read
         # (time travel steps through them in memory).
         self.timelines: dict[bytes, list[Event]] = {}
+        # ... and folded in memory for time travel (see `TimelineFold`).
+        self.folds: dict[bytes, TimelineFold] = {}
 
     @classmethod
     async def open(cls, home: Home) -> Workspace:
@@ -116,8 +119,16 @@ class Workspace:
     async def conflicts(self, plan: bytes) -> list[dict[str, Any]]:
         return conflicts(await self.state(plan))
 
+    def timeline_fold(self, plan: bytes, events: list[Event]) -> TimelineFold:
+        """The fold of this time line of the plan (a new one if it changed)."""
+        fold = self.folds.get(plan)
+        if fold is None or fold.events is not events:
+            fold = self.folds[plan] = TimelineFold(plan, events)
+        return fold
+
     async def history(self, plan: bytes) -> list[dict[str, Any]]:
-        """Every change, oldest first; `server`: when the server received the
+        """All at once (the screen reads it in a worker: `history_load`).
+        Every change, oldest first; `server`: when the server received the
         event, for this device's own events it acknowledged (else None)."""
         events = self.timelines[plan] = timeline(await self.log.events(plan))
         acks: dict[str, list[tuple[int, int, int]]] = {}

@@ -300,7 +300,7 @@ async def test_a_dead_link_never_leaves_a_reply_blocked(tmp_path: Path) -> None:
     ws, hub, admin, admin_log, keys, logs = await _setup(tmp_path)
     session = hub.session(os.urandom(32))
     for _ in range(OUTBOX):
-        session.outbox.put_nowait(m.Failure(code="x", message="filler"))
+        session.outbox.put_nowait(m.encode(m.Failure(code="x", message="filler")))
     pending = asyncio.ensure_future(session.send(m.Failure(code="x", message="reply")))
     await asyncio.sleep(0.05)
     assert not pending.done()

@@ -69,6 +69,7 @@ from core.replication import client as client_module
 from core.replication import hub as hub_module
 from core.replication.client import pending_events
 from core.replication.hub import Hub
+from core.replication.outbox import Outbox
 from core.store import checkpoints
 from core.store.event_log import EventLog
 from core.sync import messages as m
@@ -144,7 +145,7 @@ async def _handshake(link: Link) -> None:
             link.frames += 1
         while not link.server.outbox.empty():
             reply = link.server.outbox.get_nowait()
-            await link.client.receive(m.decode_from_server(m.encode(reply)))
+            await link.client.receive(m.decode_from_server(reply))
             link.frames += 1
     assert link.client.ready
 
@@ -187,7 +188,7 @@ class SyncMachine(RuleBasedStateMachine):
         # The shell drains a session's outbox while the session works; Link
         # drains it only between frames, so a catch-up of many small batches
         # would wait forever for room. An unbounded outbox (no slow readers).
-        link.server.outbox = asyncio.Queue()
+        link.server.outbox = Outbox(max_frames=0, max_bytes=0)
         receive, outgoing = link.client.receive, link.client.outgoing
 
         async def recording(message: m.ServerMessage) -> None:

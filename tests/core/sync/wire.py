@@ -41,10 +41,10 @@ class Link:
                 if cut_after is not None and self.frames >= cut_after:
                     self.cut = True
                     break
-                msg = self.server.outbox.get_nowait()
+                frame = self.server.outbox.get_nowait()  # encoded by the hub
                 self.frames += 1
                 moved = True
-                await self.client.receive(m.decode_from_server(m.encode(msg)))
+                await self.client.receive(m.decode_from_server(frame))
             if not moved:
                 break
         if self.cut or self.client.closed:
