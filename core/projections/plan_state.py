@@ -46,7 +46,7 @@ from core.events.bodies import (
     Body,
     ConflictResolved,
 )
-from core.events.envelope import Event, UnknownBody
+from core.events.envelope import Envelope, Event, UnknownBody
 from core.events.ids import HASH_LEN
 from core.events.schema import FieldError, validate_value
 
@@ -240,9 +240,22 @@ def evolve(state: PlanState, event: Event) -> PlanState:
     if creates and (ent.created is None or eid < ent.created):
         ent.created = eid
     replaces = body.replaces if has_replaces else None  # type: ignore[union-attr]
+    _set_fields(ent.fields, zip(names, get_values(body), strict=True), replaces, eid, env)
+    return state
+
+
+def _set_fields(
+    fields: dict[str, FieldState],
+    pairs: Iterable[tuple[str, Any]],
+    replaces: list[bytes] | None,
+    eid: bytes,
+    env: Envelope,
+) -> None:
+    """The per-field merge (module docstring): drop the replaced heads,
+    remember what was replaced, and add this edit as a head unless an edit
+    already folded replaced it. Values that are UNSET are not set."""
     hlc, author = env.hlc, env.author
-    fields = ent.fields
-    for name, value in zip(names, get_values(body), strict=True):
+    for name, value in pairs:
         if value is UNSET:
             continue
         fs = fields.get(name)
@@ -258,7 +271,6 @@ def evolve(state: PlanState, event: Event) -> PlanState:
             replaced.update(replaces)
         if eid not in replaced:
             fs.heads[eid] = Head(hlc, author, value)
-    return state
 
 
 def _evolve_special(state: PlanState, event: Event, role: int) -> PlanState:
@@ -299,20 +311,7 @@ def _evolve_special(state: PlanState, event: Event, role: int) -> PlanState:
         return state
     if body.CREATES and (ent.created is None or eid < ent.created):
         ent.created = eid
-    hlc, author = env.hlc, env.author
-    fields = ent.fields
-    for name, value in pairs:
-        fs = fields.get(name)
-        if fs is None:
-            fs = fields[name] = FieldState({}, b"", set())
-        replaced = fs.unpacked if fs.unpacked is not None else fs.replaced
-        if replaces:
-            heads = fs.heads
-            for r in replaces:
-                heads.pop(r, None)
-            replaced.update(replaces)
-        if eid not in replaced:
-            fs.heads[eid] = Head(hlc, author, value)
+    _set_fields(ent.fields, pairs, replaces, eid, env)
     return state
 
 
