@@ -4,7 +4,9 @@ cached, outboxes bounded by bytes, group commit (issue 3)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -72,6 +74,20 @@ class _CountingEncoder:
         if isinstance(message, m.Events):
             self.events += 1
         return self.real.encode(message)
+
+
+@contextlib.contextmanager
+def _commits(hub: Any) -> Iterator[list[int]]:
+    """Record how many pushes each of the hub's commits carried."""
+    calls: list[int] = []
+    real = hub.log.ingest_batches
+
+    async def spy(batches: Any, **kw: Any) -> Any:
+        calls.append(len(batches))
+        return await real(batches, **kw)
+
+    with mock.patch.object(hub.log, "ingest_batches", spy):
+        yield calls
 
 
 async def test_a_live_frame_is_encoded_once_and_the_same_bytes_go_to_every_subscriber(
@@ -269,14 +285,7 @@ async def test_concurrent_pushes_commit_in_one_transaction_with_exact_acks(
     y = await _ready(hub, ykey, ylog)
     xs = await _note(xlog, xkey, plan, n=2)
     ys = await _note(ylog, ykey, plan, n=3)
-    calls: list[int] = []
-    real = hub.log.ingest_batches
-
-    async def spy(batches: Any, **kw: Any) -> Any:
-        calls.append(len(batches))
-        return await real(batches, **kw)
-
-    with mock.patch.object(hub.log, "ingest_batches", spy):
+    with _commits(hub) as calls:
         await asyncio.gather(
             # X: its two events and one of Y's (wrong_author).
             x.receive(m.Push(batch=1, events=[xs[0].raw, xs[1].raw, ys[0].raw])),
@@ -386,14 +395,7 @@ async def test_a_membership_push_is_committed_alone(tmp_path: Path) -> None:
         admin, admin_log.workspace, [MemberRevoked(device=dkey.public_key)]
     )
     evs = await _note(dlog, dkey, plan, n=1)
-    calls: list[int] = []
-    real = hub.log.ingest_batches
-
-    async def spy(batches: Any, **kw: Any) -> Any:
-        calls.append(len(batches))
-        return await real(batches, **kw)
-
-    with mock.patch.object(hub.log, "ingest_batches", spy):
+    with _commits(hub) as calls:
         await asyncio.gather(
             a.receive(m.Push(batch=1, events=[rev.raw])),
             d.receive(m.Push(batch=2, events=[e.raw for e in evs])),
