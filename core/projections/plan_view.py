@@ -46,12 +46,17 @@ def entity_view(ent: EntityState) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     conflicts = []
     for name, fs in sorted(ent.fields.items()):
-        win = fs.winner()
-        if win is None:
-            continue
-        fields[name] = plain(ent.kind, name, win[1].value)
-        if len(fs.heads) > 1:
+        heads = fs.heads
+        if len(heads) == 1:  # nearly every field: no ranking needed
+            for head in heads.values():
+                value = head.value
+        else:
+            win = fs.winner()
+            if win is None:
+                continue
+            value = win[1].value
             conflicts.append(name)
+        fields[name] = value.hex() if isinstance(value, bytes) else value  # `plain`
     out: dict[str, Any] = {"id": ent.id.hex(), "kind": ent.kind, "fields": fields}
     if conflicts:
         out["conflicts"] = conflicts

@@ -107,6 +107,8 @@ CREATE TABLE IF NOT EXISTS timeline_checkpoints (
     state    BLOB NOT NULL,
     PRIMARY KEY (plan_no, events)
 );
+CREATE INDEX IF NOT EXISTS timeline_by_key
+    ON timeline_checkpoints(plan_no, fold, hlc, author, seq);
 
 -- A cache (derived, droppable; core.store.id_index): the first 8 bytes of
 -- each event's id, for finding events by id prefix without hashing the log.

@@ -31,7 +31,11 @@ from core.store.errors import StoreError
 from core.store.event_log import EventLog
 from core.store.rows import ROW_COLUMNS
 
-TIMELINE_STEP = 1_000
+# Every 500 events: a query restores one checkpoint (~10 ms for the ~6k heads
+# of the bench plan) and folds on average 250 events after it (~7 ms). At
+# 1,000 the fold doubled and p50 was ~32 ms; the price is a cache twice as
+# large (docs/performance.md, "as-of").
+TIMELINE_STEP = 500
 # Stored in the `fold` column: the fold version plus the blob's packing, so a
 # checkpoint of another fold or packing is ignored and rebuilt.
 TIMELINE_FORMAT = f"{FOLD_VERSION}+zlib1+step{TIMELINE_STEP}"
@@ -161,11 +165,14 @@ async def _events_between(log: EventLog, plan_no: int, lo: Key | None, hi: Key) 
 async def _latest_checkpoint(
     log: EventLog, plan_no: int, limit: Key
 ) -> tuple[int, Key, bytes] | None:
+    # Checkpoints are in time-line order, so the newest at or before `limit`
+    # is one seek on `timeline_by_key` (a scan by `events` would read one
+    # page per checkpoint: each row's blob fills its leaf page).
     rows = list(
         await log._conn.execute_fetchall(
             "SELECT events, hlc, author, seq, state FROM timeline_checkpoints "
             "WHERE plan_no=? AND fold=? AND (hlc, author, seq) <= (?, ?, ?) "
-            "ORDER BY events DESC LIMIT 1",
+            "ORDER BY hlc DESC, author DESC, seq DESC LIMIT 1",
             (plan_no, TIMELINE_FORMAT, limit[0], limit[1], min(limit[2], 2**63 - 1)),
         )
     )
@@ -192,6 +199,12 @@ async def ensure_checkpoints(log: EventLog, plan: bytes) -> int:
         done = last[0] if last else 0
         if total - done < 2 * TIMELINE_STEP:
             return 0
+        # Checkpoints of another format (fold version, step) are never read
+        # again: drop them rather than keep them beside the new ones.
+        await log._conn.execute(
+            "DELETE FROM timeline_checkpoints WHERE plan_no=? AND fold<>?",
+            (plan_no, TIMELINE_FORMAT),
+        )
         state = unpack_checkpoint(last[2]) if last else PlanState(plan)
         events = await _events_between(log, plan_no, last[1] if last else None, END_OF_TIME)
         added = 0
@@ -240,8 +253,8 @@ async def state_as_of(log: EventLog, plan: bytes, limit: Key) -> PlanState:
             events = await _events_between(log, plan_no, found[1] if found else None, limit)
         finally:
             await log._conn.execute("COMMIT")
-    state = unpack_checkpoint(found[2]) if found else PlanState(plan)
-    with gc_paused():
+    with gc_paused():  # the restore makes ~40k objects, none of them cycles
+        state = unpack_checkpoint(found[2]) if found else PlanState(plan)
         for ev in events:
             evolve(state, ev)
     return state

@@ -66,3 +66,39 @@ async def test_as_of_equals_fresh_fold_and_survives_late_arrivals(
         await check([*present, *offline.made])
     finally:
         await log.close()
+
+
+async def test_checkpoints_of_another_step_are_replaced_not_kept(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A new step (or fold version) changes the checkpoints' format: the old
+    ones are never read again, so building the new ones drops them."""
+    rnd = random.Random(3)
+    plan = new_uuid7()
+    log = await EventLog.open(tmp_path / "a.db", workspace=WS)
+
+    async def formats() -> dict[str, int]:
+        rows = await log._conn.execute_fetchall(
+            "SELECT fold, count(*) FROM timeline_checkpoints GROUP BY fold"
+        )
+        return {str(f): int(n) for f, n in rows}
+
+    try:
+        a = Replica(WS, plan)
+        a.make(b.PlanCreated(title="Aure", municipality="Aure"))
+        edits_by(a, plan, 60, rnd)
+        await log.ingest([e.raw for e in a.made])
+        monkeypatch.setattr(time_travel, "TIMELINE_STEP", 7)
+        monkeypatch.setattr(time_travel, "TIMELINE_FORMAT", "test+step7")
+        assert await time_travel.ensure_checkpoints(log, plan) > 0
+        assert set(await formats()) == {"test+step7"}
+        monkeypatch.setattr(time_travel, "TIMELINE_STEP", 5)
+        monkeypatch.setattr(time_travel, "TIMELINE_FORMAT", "test+step5")
+        added = await time_travel.ensure_checkpoints(log, plan)
+        assert await formats() == {"test+step5": added}
+        keys = sorted(key_of(e) for e in a.made)
+        for limit in rnd.sample(keys, 8):
+            expected = view(project(plan, [e for e in a.made if key_of(e) <= limit]))
+            assert view(await state_as_of(log, plan, limit)) == expected
+    finally:
+        await log.close()
