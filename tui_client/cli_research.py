@@ -211,6 +211,7 @@ async def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
                 formats=formats,
                 command=_command(mode),
                 cutoff_rx=snap.cutoff_rx,
+                cutoff_acks=snap.cutoff_acks,
                 progress=bar,
             )
         finally:
@@ -295,7 +296,13 @@ async def _against_home(args: argparse.Namespace) -> Any:
     try:
         plans = [bytes.fromhex(p.plan) for p in manifest.plans if not p.membership]
         admins = [bytes.fromhex(a) for a in home.profile().admins]
-        snap = await read_snapshot(log, plans, admins, cutoff_rx=manifest.cutoff.receive_position)
+        snap = await read_snapshot(
+            log,
+            plans,
+            admins,
+            cutoff_rx=manifest.cutoff.receive_position,
+            cutoff_acks=manifest.cutoff.server_acks,
+        )
     finally:
         await log.close()
     report = compare_with(args.folder, redact(derive(snap), manifest.mode, key), manifest)

@@ -51,6 +51,11 @@ class Cutoff(msgspec.Struct, frozen=True):
     receive_position: int  # this replica's receive order (rx) the export reads up to
     events: int
     last_device_time: str | None
+    # How many of this replica's server acknowledgements (the source of
+    # server-received times) the export read: acks that arrive later must not
+    # change what deriving the export again gives. None: an export made
+    # before this was recorded, which read them all.
+    server_acks: int | None = None
 
 
 class Manifest(msgspec.Struct):
@@ -134,6 +139,7 @@ def build_manifest(
     formats: tuple[str, ...],
     command: list[str],
     cutoff_rx: int,
+    cutoff_acks: int | None = None,
 ) -> Manifest:
     red = derived.redactor
     plans = plan_entries(derived)
@@ -157,7 +163,12 @@ def build_manifest(
         workspace=derived.workspace.hex(),
         admins=[a.hex() for a in derived.admins] if red is None else red.admins(derived.admins),
         formats=list(formats),
-        cutoff=Cutoff(cutoff_rx, len(derived.records), to_iso(last) if last is not None else None),
+        cutoff=Cutoff(
+            cutoff_rx,
+            len(derived.records),
+            to_iso(last) if last is not None else None,
+            cutoff_acks,
+        ),
         plans=plans,
         counts=counts,
         files=entries,

@@ -11,10 +11,16 @@ class Snapshot(Source):
     """A `Source` plus where in this log it was cut."""
 
     cutoff_rx: int = 0
+    cutoff_acks: int = 0  # sync_acks rows read (their rowid order)
 
 
 async def read_snapshot(
-    log: EventLog, plans: list[bytes], admins: list[bytes], *, cutoff_rx: int | None = None
+    log: EventLog,
+    plans: list[bytes],
+    admins: list[bytes],
+    *,
+    cutoff_rx: int | None = None,
+    cutoff_acks: int | None = None,
 ) -> Snapshot:
     """The signed bytes of every event of `plans` and of the workspace's
     membership log, up to this log's receive position at the start of the
@@ -23,8 +29,9 @@ async def read_snapshot(
     Chains are stored in seq order, so a receive-position cut keeps every
     chain a prefix from seq 1. Server-received times come from this
     device's sync acknowledgements (0 there means unknown and is left out).
-    `cutoff_rx`: cut at that receive position instead (an earlier export's,
-    to derive it again).
+    `cutoff_rx`, `cutoff_acks`: cut at that receive position and that many
+    acknowledgements instead (an earlier export's, to derive it again: acks
+    are appended, in rowid order, so a later ack cannot change the result).
     """
     wanted = sorted(set(plans) | {log.workspace})
     plan_nos = {no: plan for plan in wanted if (no := await log._known_plan_no(plan)) is not None}
@@ -43,10 +50,15 @@ async def read_snapshot(
                     (plan_no, cutoff),
                 )
                 raws.extend(await log.raws(rows))
+            rows = await conn.execute_fetchall("SELECT coalesce(max(rowid), 0) FROM sync_acks")
+            acks_cut = int(next(iter(rows))[0])
+            if cutoff_acks is not None:
+                acks_cut = min(acks_cut, cutoff_acks)
             acks = await conn.execute_fetchall(
                 "SELECT plan_id, device_key, first_seq, last_seq, min(received_ms) "
-                "FROM sync_acks WHERE received_ms > 0 "
-                "GROUP BY plan_id, device_key, first_seq, last_seq"
+                "FROM sync_acks WHERE received_ms > 0 AND rowid <= ? "
+                "GROUP BY plan_id, device_key, first_seq, last_seq",
+                (acks_cut,),
             )
         finally:
             await conn.execute("COMMIT")
@@ -63,4 +75,5 @@ async def read_snapshot(
         raws=raws,
         received=received,
         cutoff_rx=cutoff,
+        cutoff_acks=acks_cut,
     )

@@ -264,6 +264,7 @@ def export_to(
     formats: tuple[str, ...],
     command: list[str],
     cutoff_rx: int,
+    cutoff_acks: int | None = None,
     progress: Progress = _noop,
 ) -> Manifest:
     """Write a whole export into `folder` (new or empty), the manifest last:
@@ -279,7 +280,13 @@ def export_to(
     folder.mkdir(parents=True, exist_ok=True)
     files = write_files(derived, folder, formats, progress)
     manifest = build_manifest(
-        derived, folder, files, formats=formats, command=command, cutoff_rx=cutoff_rx
+        derived,
+        folder,
+        files,
+        formats=formats,
+        command=command,
+        cutoff_rx=cutoff_rx,
+        cutoff_acks=cutoff_acks,
     )
     (folder / MANIFEST).write_bytes(encode_manifest(manifest))
     return manifest

@@ -4,11 +4,12 @@ as a researcher runs them: real processes on a real home."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from .cli_helpers import Device, NewDevice, init_device, vidda, vidda_parallel
+from .cli_helpers import Device, NewDevice, db_rows, init_device, vidda, vidda_parallel
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +108,51 @@ def test_pseudonymised_export_and_its_proof_from_the_home(kari: Device, tmp_path
     anon = tmp_path / "anon"
     kari.run("export", "--anonymise", "--out", anon)
     assert kari.json("verify-export", anon, "--against-home")["ok"]
+
+
+def test_against_home_ignores_server_acks_that_arrived_after_the_export(
+    new_device: NewDevice, tmp_path: Path
+) -> None:
+    """Server-received times come from acks this device records when it
+    syncs. An ack that arrives after an export (the adviser syncs later)
+    must not make deriving that export again differ from it."""
+    dev = new_device("Ánde Ŋuolja")
+    plan = dev.json("plan", "new", "--municipality", "Kautokeino", "--title", "Dálvi")["plan"]
+    dev.run("plan", "consent", plan, "given")
+    dev.run("plan", "set", plan, "societal_goal", "Eallin")
+    out = tmp_path / "export"
+    dev.run("export", "--out", out)
+
+    def server_times(folder: Path) -> set[object]:
+        lines = (folder / "events.jsonl").read_text("utf-8").splitlines()
+        rows = [json.loads(line) for line in lines]
+        return {r["server_received_time"] for r in rows if r["plan"] == plan}
+
+    assert server_times(out) == {None}
+    # What the sync client writes when the server acknowledges the pushes.
+    seqs = db_rows(
+        dev.home,
+        "SELECT max(seq) FROM events e JOIN devices d USING (device_no) "
+        "JOIN plans p USING (plan_no) WHERE p.plan_id=? AND d.device_key=?",
+        (bytes.fromhex(plan), bytes.fromhex(dev.device)),
+    )
+    conn = sqlite3.connect(dev.home / "vidda.db")
+    with conn:
+        conn.execute(
+            "INSERT INTO sync_acks(server_id, plan_id, device_key, first_seq, last_seq, "
+            "received_ms) VALUES (?,?,?,?,?,?)",
+            (
+                b"s" * 16,
+                bytes.fromhex(plan),
+                bytes.fromhex(dev.device),
+                1,
+                seqs[0][0],
+                1_700_000_000_000,
+            ),
+        )
+    conn.close()
+    later = tmp_path / "later"
+    dev.run("export", "--out", later)
+    assert None not in server_times(later)
+    assert dev.json("verify-export", out, "--against-home")["ok"]
+    assert dev.json("verify-export", later, "--against-home")["ok"]
