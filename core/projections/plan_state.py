@@ -35,9 +35,11 @@ from operator import attrgetter
 from typing import Any, cast
 
 import msgspec
+import msgspec.inspect
 from msgspec import UNSET
 
 from core.events.bodies import (
+    BODY_BY_TAG,
     ROLE_EDIT,
     ROLE_MEMBERSHIP,
     ROLE_REMOVAL,
@@ -46,7 +48,7 @@ from core.events.bodies import (
     Body,
     ConflictResolved,
 )
-from core.events.envelope import Envelope, Event, UnknownBody
+from core.events.envelope import Event, UnknownBody
 from core.events.ids import HASH_LEN
 from core.events.schema import FieldError, validate_value
 
@@ -240,7 +242,9 @@ def evolve(state: PlanState, event: Event) -> PlanState:
     if creates and (ent.created is None or eid < ent.created):
         ent.created = eid
     replaces = body.replaces if has_replaces else None  # type: ignore[union-attr]
-    _set_fields(ent.fields, zip(names, get_values(body), strict=True), replaces, eid, env)
+    _set_fields(
+        ent.fields, zip(names, get_values(body), strict=True), replaces, eid, env.hlc, env.author
+    )
     return state
 
 
@@ -249,12 +253,12 @@ def _set_fields(
     pairs: Iterable[tuple[str, Any]],
     replaces: list[bytes] | None,
     eid: bytes,
-    env: Envelope,
+    hlc: int,
+    author: bytes,
 ) -> None:
     """The per-field merge (module docstring): drop the replaced heads,
     remember what was replaced, and add this edit as a head unless an edit
     already folded replaced it. Values that are UNSET are not set."""
-    hlc, author = env.hlc, env.author
     for name, value in pairs:
         if value is UNSET:
             continue
@@ -311,8 +315,93 @@ def _evolve_special(state: PlanState, event: Event, role: int) -> PlanState:
         return state
     if body.CREATES and (ent.created is None or eid < ent.created):
         ent.created = eid
-    _set_fields(ent.fields, pairs, replaces, eid, env)
+    _set_fields(ent.fields, pairs, replaces, eid, env.hlc, env.author)
     return state
+
+
+# --- folding stored events straight from their body bytes ---------------------------------
+
+# What `evolve_stored` needs of a plain edit type: (entity kind, struct field
+# holding the entity id or None for the plan, creates, {struct field: entity
+# field}, {struct field: default factory} for the settable fields whose
+# default is a value rather than UNSET: msgpack leaves defaults out, the
+# struct decoder fills them in). None: the type needs `evolve`.
+_StoredRecipe = tuple[str, str | None, bool, dict[str, str], dict[str, Callable[[], Any]]]
+_STORED: dict[str, _StoredRecipe | None] = {}
+_any_body = msgspec.msgpack.Decoder()
+
+
+def _constant(value: Any) -> Callable[[], Any]:
+    return lambda: value
+
+
+def _stored_recipe(tag: str) -> _StoredRecipe | None:
+    cls = BODY_BY_TAG.get(tag)
+    found: _StoredRecipe | None = None
+    if cls is not None:
+        role, kind, _, creates, _, get_values, _ = _recipe(cls)
+        if role == ROLE_EDIT and kind is not None and get_values is not None:
+            names = dict(cls._SETTABLE)
+            defaults: dict[str, Callable[[], Any]] = {}
+            info = msgspec.inspect.type_info(cls)
+            assert isinstance(info, msgspec.inspect.StructType)
+            for f in info.fields:
+                if f.name not in names or f.required:
+                    continue
+                if f.default_factory is not msgspec.NODEFAULT:
+                    defaults[f.name] = f.default_factory  # a fresh list each time
+                elif f.default is not msgspec.NODEFAULT and f.default is not UNSET:
+                    defaults[f.name] = _constant(f.default)
+                # else UNSET: a field absent from the body is not set
+            found = (kind, cls.ID_FIELD, creates, names, defaults)
+    _STORED[tag] = found
+    return found
+
+
+def evolve_stored(
+    state: PlanState, eid: bytes, hlc: int, author: bytes, tag: str, body: bytes | memoryview
+) -> bool:
+    """Fold one event of a log into `state` from its parts, as `evolve`
+    would, and say whether it could: False for the kinds `evolve` must
+    decode (removals, resolutions, key questions, membership, unknown or
+    upcast types); decode those and call `evolve`.
+
+    For events a log validated when it stored them (`open_event`, strict):
+    the body is decoded as plain msgpack, so only the fields it carries are
+    visited and no struct is built. Every value an edit type may hold is a
+    string, number, bool, None, bytes or a list of them, which decode to the
+    same Python values either way (tests/core/test_evolve_stored.py)."""
+    recipe = _STORED.get(tag, False)
+    if recipe is False:
+        recipe = _stored_recipe(tag)
+    if recipe is None:
+        return False
+    applied = state.applied
+    if eid in applied:
+        return True
+    applied.add(eid)
+    state.events += 1
+    kind, id_field, creates, names, defaults = recipe  # type: ignore[misc]
+    data: dict[str, Any] = _any_body.decode(body)
+    key = (kind, state.plan if id_field is None else data[id_field])
+    entities = state.entities
+    ent = entities.get(key)
+    if ent is None:
+        ent = entities[key] = EntityState(kind, key[1], None, {}, {}, set())
+    if creates and (ent.created is None or eid < ent.created):
+        ent.created = eid
+    for name, default in defaults.items():
+        if name not in data:
+            data[name] = default()
+    _set_fields(
+        ent.fields,
+        ((names[k], v) for k, v in data.items() if k in names),
+        data.get("replaces"),
+        eid,
+        hlc,
+        author,
+    )
+    return True
 
 
 def project(plan: bytes, events: Iterable[Event], state: PlanState | None = None) -> PlanState:

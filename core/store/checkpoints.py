@@ -21,7 +21,6 @@ from core.projections.plan_state import (
     FOLD_VERSION,
     PlanState,
     SnapshotMismatch,
-    evolve,
     restore,
     snapshot,
 )
@@ -50,8 +49,7 @@ async def rebuild_state(log: EventLog, plan: bytes) -> PlanState:
     """Fold the plan from zero, ignoring checkpoints."""
     state = PlanState(plan)
     with gc_paused():
-        for _, ev in await log.decoded_events(plan):
-            evolve(state, ev)
+        await log.fold_events(state, plan)
     return state
 
 
@@ -75,14 +73,12 @@ async def load_state(log: EventLog, plan: bytes, *, checkpoint: bool = True) -> 
         except (SnapshotMismatch, msgspec.DecodeError, msgspec.ValidationError):
             state, upto = PlanState(plan), 0
     with gc_paused():
-        tail = await log.decoded_events(plan, after_rx=upto)
-        for _, ev in tail:
-            evolve(state, ev)
+        folded, last_rx = await log.fold_events(state, plan, after_rx=upto)
     # Checkpoints grow with history (every replaced id is kept), so write
     # one after a tail of at least a tenth of the plan: the amortised cost
     # per event stays bounded as a plan grows.
-    if checkpoint and len(tail) > max(CHECKPOINT_EVERY, state.events // 10):
-        await save_checkpoint(log, plan, state, tail[-1][0])
+    if checkpoint and folded > max(CHECKPOINT_EVERY, state.events // 10):
+        await save_checkpoint(log, plan, state, last_rx)
     return state
 
 

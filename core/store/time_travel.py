@@ -24,8 +24,8 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-from core.events.envelope import Event, decode_stored
-from core.projections.plan_state import FOLD_VERSION, PlanState, evolve, restore, snapshot
+from core.events.envelope import Event
+from core.projections.plan_state import FOLD_VERSION, PlanState, restore, snapshot
 from core.store.checkpoints import gc_paused
 from core.store.errors import StoreError
 from core.store.event_log import EventLog
@@ -116,8 +116,12 @@ async def _prefix_ends(
     return ends
 
 
-async def _events_between(log: EventLog, plan_no: int, lo: Key | None, hi: Key) -> list[Event]:
-    """Events with lo < key <= hi, in time-line order."""
+Row = tuple[Any, ...]  # ROW_COLUMNS
+
+
+async def _rows_between(log: EventLog, plan_no: int, lo: Key | None, hi: Key) -> list[Row]:
+    """Rows (`ROW_COLUMNS`) of the events with lo < key <= hi, in time-line
+    order. Their devices are in `log.numbers` (they were read through it)."""
     heads, unordered = await _chains(log, plan_no)
     ordered = sorted(d for d in heads if d not in unordered)
     keys = [await log._key_of(d) for d in ordered]
@@ -150,16 +154,28 @@ async def _events_between(log: EventLog, plan_no: int, lo: Key | None, hi: Key) 
                 [v for dev_no, first, last in ranges for v in (plan_no, dev_no, first, last)],
             )
         )
+    devices = log.numbers.devices
+    if any(row[1] not in devices for row in rows):  # a device another process added
+        await log._load_numbers()
+
+    def row_key(row: Row) -> Key:
+        return (row[3], devices[row[1]], row[2])
+
+    if whole:  # only chains read whole can hold events outside (lo, hi]
+        rows = [r for r in rows if (lo is None or row_key(r) > lo) and row_key(r) <= hi]
+    rows.sort(key=row_key)
+    return rows
+
+
+async def _fold_rows(log: EventLog, state: PlanState, rows: list[Row]) -> None:
+    """`log.numbers.fold`, reloading the numbers once if another process
+    added a type (the fold is idempotent, so folding again is safe)."""
     with gc_paused():
         try:
-            event_of = log.numbers.event_of
-            events = [event_of(*row) for row in rows]
-        except KeyError:  # a device or type another process added
-            events = [decode_stored(raw) for raw in await log.raws(rows)]
-    if whole:  # only chains read whole can hold events outside (lo, hi]
-        events = [e for e in events if (lo is None or key_of(e) > lo) and key_of(e) <= hi]
-    events.sort(key=key_of)
-    return events
+            log.numbers.fold(state, rows)
+        except KeyError:
+            await log._load_numbers()
+            log.numbers.fold(state, rows)
 
 
 async def _latest_checkpoint(
@@ -206,19 +222,22 @@ async def ensure_checkpoints(log: EventLog, plan: bytes) -> int:
             (plan_no, TIMELINE_FORMAT),
         )
         state = unpack_checkpoint(last[2]) if last else PlanState(plan)
-        events = await _events_between(log, plan_no, last[1] if last else None, END_OF_TIME)
+        rows = await _rows_between(log, plan_no, last[1] if last else None, END_OF_TIME)
+        devices = log.numbers.devices
         added = 0
-        with gc_paused():
-            for n, ev in enumerate(events, start=done + 1):
-                evolve(state, ev)
-                if n % TIMELINE_STEP == 0 and total - n >= TIMELINE_STEP // 2:
-                    hlc, author, seq = key_of(ev)
-                    await log._conn.execute(
-                        "INSERT OR REPLACE INTO timeline_checkpoints"
-                        "(plan_no, events, hlc, author, seq, fold, state) VALUES (?,?,?,?,?,?,?)",
-                        (plan_no, n, hlc, author, seq, TIMELINE_FORMAT, pack_checkpoint(state)),
-                    )
-                    added += 1
+        for start in range(0, len(rows), TIMELINE_STEP):
+            n = done + start
+            todo = rows[start : start + TIMELINE_STEP]
+            await _fold_rows(log, state, todo)
+            n += len(todo)
+            if n % TIMELINE_STEP == 0 and total - n >= TIMELINE_STEP // 2:
+                hlc, author, seq = todo[-1][3], devices[todo[-1][1]], todo[-1][2]
+                await log._conn.execute(
+                    "INSERT OR REPLACE INTO timeline_checkpoints"
+                    "(plan_no, events, hlc, author, seq, fold, state) VALUES (?,?,?,?,?,?,?)",
+                    (plan_no, n, hlc, author, seq, TIMELINE_FORMAT, pack_checkpoint(state)),
+                )
+                added += 1
     return added
 
 
@@ -250,13 +269,12 @@ async def state_as_of(log: EventLog, plan: bytes, limit: Key) -> PlanState:
         await log._conn.execute("BEGIN")
         try:
             found = await _latest_checkpoint(log, plan_no, limit)
-            events = await _events_between(log, plan_no, found[1] if found else None, limit)
+            rows = await _rows_between(log, plan_no, found[1] if found else None, limit)
         finally:
             await log._conn.execute("COMMIT")
     with gc_paused():  # the restore makes ~40k objects, none of them cycles
         state = unpack_checkpoint(found[2]) if found else PlanState(plan)
-        for ev in events:
-            evolve(state, ev)
+    await _fold_rows(log, state, rows)
     return state
 
 
