@@ -29,8 +29,21 @@ def _key(id_head: bytes) -> int:
     return int.from_bytes(id_head[:8], "big") - _SHIFT
 
 
+async def _upto(log: EventLog) -> tuple[int, int]:
+    """(the rx the cache covers, the newest rx of the log)."""
+    rows = await log._conn.execute_fetchall(
+        "SELECT coalesce((SELECT CAST(value AS INTEGER) FROM meta "
+        "WHERE key='event_ids_upto'), 0), coalesce((SELECT max(rx) FROM events), 0)"
+    )
+    covered, newest = next(iter(rows))
+    return int(covered), int(newest)
+
+
 async def _extend(log: EventLog) -> None:
     """Index every event received since the cache was last extended."""
+    covered, newest = await _upto(log)
+    if covered >= newest:  # the usual case: no write lock taken
+        return
     async with log._tx() as conn:
         rows = await conn.execute_fetchall("SELECT value FROM meta WHERE key='event_ids_upto'")
         found = list(rows)
@@ -73,11 +86,14 @@ async def events_with_id_prefix(log: EventLog, plan: bytes, prefix: str) -> list
     int(wanted, 16)  # ValueError for anything but hex
     await _extend(log)
     lo, hi = _range(wanted)
+    # CROSS JOIN: the few cache entries first, then each event by rx. With
+    # `rx IN (…)` SQLite walked every event of the plan (20 ms at 100k).
+    columns = ", ".join(f"e.{c.strip()}" for c in ROW_COLUMNS.split(","))
     rows = list(
         await log._conn.execute_fetchall(
-            f"SELECT {ROW_COLUMNS} FROM events WHERE plan_no=? AND rx IN "
-            "(SELECT rx FROM event_ids WHERE prefix BETWEEN ? AND ?) ORDER BY rx",
-            (plan_no, lo, hi),
+            f"SELECT {columns} FROM event_ids i CROSS JOIN events e ON e.rx = i.rx "
+            "WHERE i.prefix BETWEEN ? AND ? AND e.plan_no=? ORDER BY e.rx",
+            (lo, hi, plan_no),
         )
     )
     events = [decode_stored(raw) for raw in await log.raws(rows)]
