@@ -301,7 +301,7 @@ async def _against_home(args: argparse.Namespace) -> Any:
             plans,
             admins,
             cutoff_rx=manifest.cutoff.receive_position,
-            cutoff_acks=manifest.cutoff.server_acks,
+            cutoff_acks=manifest.cutoff.acks_position,
         )
     finally:
         await log.close()

@@ -325,8 +325,10 @@ def _evolve_special(state: PlanState, event: Event, role: int) -> PlanState:
 # holding the entity id or None for the plan, creates, {struct field: entity
 # field}, {struct field: default factory} for the settable fields whose
 # default is a value rather than UNSET: msgpack leaves defaults out, the
-# struct decoder fills them in). None: the type needs `evolve`.
-_StoredRecipe = tuple[str, str | None, bool, dict[str, str], dict[str, Callable[[], Any]]]
+# struct decoder fills them in; whether the type has `replaces`: a key the
+# type does not declare is ignored, as the struct decoder ignores it). None:
+# the type needs `evolve`.
+_StoredRecipe = tuple[str, str | None, bool, dict[str, str], dict[str, Callable[[], Any]], bool]
 _STORED: dict[str, _StoredRecipe | None] = {}
 _any_body = msgspec.msgpack.Decoder()
 
@@ -339,7 +341,7 @@ def _stored_recipe(tag: str) -> _StoredRecipe | None:
     cls = BODY_BY_TAG.get(tag)
     found: _StoredRecipe | None = None
     if cls is not None:
-        role, kind, _, creates, _, get_values, _ = _recipe(cls)
+        role, kind, _, creates, _, get_values, has_replaces = _recipe(cls)
         if role == ROLE_EDIT and kind is not None and get_values is not None:
             names = dict(cls._SETTABLE)
             defaults: dict[str, Callable[[], Any]] = {}
@@ -353,7 +355,7 @@ def _stored_recipe(tag: str) -> _StoredRecipe | None:
                 elif f.default is not msgspec.NODEFAULT and f.default is not UNSET:
                     defaults[f.name] = _constant(f.default)
                 # else UNSET: a field absent from the body is not set
-            found = (kind, cls.ID_FIELD, creates, names, defaults)
+            found = (kind, cls.ID_FIELD, creates, names, defaults, has_replaces)
     _STORED[tag] = found
     return found
 
@@ -368,9 +370,12 @@ def evolve_stored(
 
     For events a log validated when it stored them (`open_event`, strict):
     the body is decoded as plain msgpack, so only the fields it carries are
-    visited and no struct is built. Every value an edit type may hold is a
-    string, number, bool, None, bytes or a list of them, which decode to the
-    same Python values either way (tests/core/test_evolve_stored.py)."""
+    visited and no struct is built; keys the type does not declare (a newer
+    version's, say) are ignored, as the struct decoder ignores them. Plan
+    fields are keyed by `state.plan`: fold only that plan's rows. Every value
+    an edit type may hold is a string, number, bool, None, bytes or a list of
+    them, which decode to the same Python values either way
+    (tests/core/test_evolve_stored.py)."""
     recipe = _STORED.get(tag, False)
     if recipe is False:
         recipe = _stored_recipe(tag)
@@ -381,7 +386,7 @@ def evolve_stored(
         return True
     applied.add(eid)
     state.events += 1
-    kind, id_field, creates, names, defaults = recipe  # type: ignore[misc]
+    kind, id_field, creates, names, defaults, has_replaces = recipe  # type: ignore[misc]
     data: dict[str, Any] = _any_body.decode(body)
     key = (kind, state.plan if id_field is None else data[id_field])
     entities = state.entities
@@ -396,7 +401,7 @@ def evolve_stored(
     _set_fields(
         ent.fields,
         ((names[k], v) for k, v in data.items() if k in names),
-        data.get("replaces"),
+        data.get("replaces") if has_replaces else None,
         eid,
         hlc,
         author,

@@ -51,11 +51,11 @@ class Cutoff(msgspec.Struct, frozen=True):
     receive_position: int  # this replica's receive order (rx) the export reads up to
     events: int
     last_device_time: str | None
-    # How many of this replica's server acknowledgements (the source of
-    # server-received times) the export read: acks that arrive later must not
-    # change what deriving the export again gives. None: an export made
-    # before this was recorded, which read them all.
-    server_acks: int | None = None
+    # Up to which position (rowid) of this replica's server acknowledgements
+    # (the source of server-received times) the export read: acks that
+    # arrive later must not change what deriving the export again gives.
+    # None: an export made before this was recorded, which read them all.
+    acks_position: int | None = None
 
 
 class Manifest(msgspec.Struct):

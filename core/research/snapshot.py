@@ -11,7 +11,7 @@ class Snapshot(Source):
     """A `Source` plus where in this log it was cut."""
 
     cutoff_rx: int = 0
-    cutoff_acks: int = 0  # sync_acks rows read (their rowid order)
+    cutoff_acks: int = 0  # the sync_acks rowid read up to
 
 
 async def read_snapshot(
@@ -29,9 +29,9 @@ async def read_snapshot(
     Chains are stored in seq order, so a receive-position cut keeps every
     chain a prefix from seq 1. Server-received times come from this
     device's sync acknowledgements (0 there means unknown and is left out).
-    `cutoff_rx`, `cutoff_acks`: cut at that receive position and that many
-    acknowledgements instead (an earlier export's, to derive it again: acks
-    are appended, in rowid order, so a later ack cannot change the result).
+    `cutoff_rx`, `cutoff_acks`: cut at that receive position and that
+    acknowledgement rowid instead (an earlier export's, to derive it again:
+    acks are only appended, so a later ack cannot change the result).
     """
     wanted = sorted(set(plans) | {log.workspace})
     plan_nos = {no: plan for plan in wanted if (no := await log._known_plan_no(plan)) is not None}

@@ -48,8 +48,7 @@ def gc_paused() -> Iterator[None]:
 async def rebuild_state(log: EventLog, plan: bytes) -> PlanState:
     """Fold the plan from zero, ignoring checkpoints."""
     state = PlanState(plan)
-    with gc_paused():
-        await log.fold_events(state, plan)
+    await log.fold_events(state, plan)
     return state
 
 
@@ -72,8 +71,7 @@ async def load_state(log: EventLog, plan: bytes, *, checkpoint: bool = True) -> 
             state, upto = restore(bytes(row[2])), int(row[1])
         except (SnapshotMismatch, msgspec.DecodeError, msgspec.ValidationError):
             state, upto = PlanState(plan), 0
-    with gc_paused():
-        folded, last_rx = await log.fold_events(state, plan, after_rx=upto)
+    folded, last_rx = await log.fold_events(state, plan, after_rx=upto)
     # Checkpoints grow with history (every replaced id is kept), so write
     # one after a tail of at least a tenth of the plan: the amortised cost
     # per event stays bounded as a plan grows.

@@ -597,12 +597,19 @@ class EventLog:
         )
         if not rows:
             return 0, after_rx
-        try:
-            self.numbers.fold(state, (row[1:] for row in rows))
-        except KeyError:  # a device or type another process added
-            await self._load_numbers()
-            self.numbers.fold(state, (row[1:] for row in rows))
+        await self.fold_rows(state, [row[1:] for row in rows])
         return len(rows), int(rows[-1][0])
+
+    async def fold_rows(self, state: PlanState, rows: Sequence[Sequence[Any]]) -> None:
+        """`Numbers.fold` of stored rows (`ROW_COLUMNS` order), with the cyclic
+        GC paused; if another process added a device or type, the numbers are
+        reloaded and the rows folded again (the fold is idempotent)."""
+        with checkpoints.gc_paused():
+            try:
+                self.numbers.fold(state, rows)
+            except KeyError:
+                await self._load_numbers()
+                self.numbers.fold(state, rows)
 
     async def events_with_id_prefix(self, plan: bytes, prefix: str) -> list[Event]:
         """`plan`'s events whose id (hex) starts with `prefix`, found through

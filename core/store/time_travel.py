@@ -167,17 +167,6 @@ async def _rows_between(log: EventLog, plan_no: int, lo: Key | None, hi: Key) ->
     return rows
 
 
-async def _fold_rows(log: EventLog, state: PlanState, rows: list[Row]) -> None:
-    """`log.numbers.fold`, reloading the numbers once if another process
-    added a type (the fold is idempotent, so folding again is safe)."""
-    with gc_paused():
-        try:
-            log.numbers.fold(state, rows)
-        except KeyError:
-            await log._load_numbers()
-            log.numbers.fold(state, rows)
-
-
 async def _latest_checkpoint(
     log: EventLog, plan_no: int, limit: Key
 ) -> tuple[int, Key, bytes] | None:
@@ -228,7 +217,7 @@ async def ensure_checkpoints(log: EventLog, plan: bytes) -> int:
         for start in range(0, len(rows), TIMELINE_STEP):
             n = done + start
             todo = rows[start : start + TIMELINE_STEP]
-            await _fold_rows(log, state, todo)
+            await log.fold_rows(state, todo)
             n += len(todo)
             if n % TIMELINE_STEP == 0 and total - n >= TIMELINE_STEP // 2:
                 hlc, author, seq = todo[-1][3], devices[todo[-1][1]], todo[-1][2]
@@ -274,7 +263,7 @@ async def state_as_of(log: EventLog, plan: bytes, limit: Key) -> PlanState:
             await log._conn.execute("COMMIT")
     with gc_paused():  # the restore makes ~40k objects, none of them cycles
         state = unpack_checkpoint(found[2]) if found else PlanState(plan)
-    await _fold_rows(log, state, rows)
+    await log.fold_rows(state, rows)
     return state
 
 

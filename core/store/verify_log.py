@@ -21,9 +21,11 @@ from core.projections.plan_state import (
     SnapshotMismatch,
     canonical_bytes,
     evolve,
+    project,
 )
 from core.projections.plan_view import view
 from core.store import id_index
+from core.store.checkpoints import gc_paused
 from core.store.event_log import EventLog
 from core.store.time_travel import unpack_checkpoint
 
@@ -116,7 +118,11 @@ async def _check_caches(log: EventLog) -> list[str]:
     problems = []
     for plan, _ in await log.plans():
         plan_no = await log._known_plan_no(plan)
-        rebuilt = await log.rebuild_state(plan)
+        # The reference fold (`evolve` over decoded events), not the stored
+        # fold that built the checkpoint (`evolve_stored`): verify checks one
+        # against the other.
+        with gc_paused():
+            rebuilt = project(plan, await log.events(plan))
         cached = await log.load_state(plan, checkpoint=False)
         if canonical_bytes(cached) != canonical_bytes(rebuilt):
             problems.append(f"plan {plan.hex()}: checkpoint differs from the log; dropped")

@@ -12,8 +12,10 @@ import msgspec.inspect as mi
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.events import bodies as b
 from core.events.bodies import BODY_BY_TAG, BODY_TYPES, Body
-from core.events.envelope import FORMAT_VERSION, Envelope, Event
+from core.events.envelope import FORMAT_VERSION, Envelope, Event, open_event
+from core.events.ids import new_uuid7
 from core.projections.plan_state import (
     PlanState,
     _stored_recipe,
@@ -23,6 +25,10 @@ from core.projections.plan_state import (
     project,
 )
 from core.projections.plan_view import view
+from core.store import time_travel
+from core.store.event_log import EventLog
+from core.store.verify_log import _check_caches
+from tests.core.replica import Replica
 
 PLAN = bytes(range(16))
 ENTITY_IDS = [bytes([i]) * 16 for i in range(1, 4)] + [PLAN]
@@ -81,8 +87,18 @@ def bodies(draw: st.DrawFn, seen: list[bytes]) -> Body:
 def histories(draw: st.DrawFn) -> list[Event]:
     events: list[Event] = []
     for seq in range(1, draw(st.integers(1, 40)) + 1):
-        body = draw(bodies([e.id for e in events]))
+        seen = [e.id for e in events]
+        body = draw(bodies(seen))
         data = msgspec.msgpack.encode(body)
+        if draw(st.booleans()):
+            # Keys this version does not declare (a newer version's): the
+            # struct decoder ignores them, so the stored fold must too, even a
+            # `replaces` on a type without one.
+            extra = msgspec.msgpack.decode(data)
+            if "replaces" not in type(body).__struct_fields__:
+                extra["replaces"] = draw(st.sampled_from([seen[-1:], 5, "x"]))
+            extra["added_in_a_later_version"] = [1, {"a": None}]
+            data = msgspec.msgpack.encode(extra)
         tag = next(t for t, c in BODY_BY_TAG.items() if c is type(body))
         eid = hashlib.sha256(data + seq.to_bytes(4, "big")).digest()
         env = Envelope(
@@ -153,3 +169,58 @@ def test_absent_defaults_are_set_as_the_struct_decoder_sets_them() -> None:
         assert plan.value("kind") == "long" and plan.created == eid
     a, b = (s.entities[("plan", PLAN)].value("themes") for s in states)
     assert a is not b
+
+
+def _sign_map(dev: Replica, tag: str, body: dict[str, Any]) -> Event:
+    """What a newer version (or another implementation) might sign: a body
+    map with keys this version does not declare. Opened strictly, as ingest
+    opens it."""
+    dev.seq += 1
+    dev.wall_ms += 1
+    env = Envelope(
+        FORMAT_VERSION,
+        dev.workspace,
+        dev.plan,
+        dev.device,
+        dev.seq,
+        dev.prev,
+        dev.clock.now(dev.wall_ms),
+        tag,
+        msgspec.Raw(msgspec.msgpack.encode(body)),
+    )
+    payload = msgspec.msgpack.Encoder(order="deterministic").encode(env)
+    ev = open_event(payload + dev.key.sign(payload))
+    dev.prev = ev.id
+    dev.made.append(ev)
+    return ev
+
+
+async def test_a_log_folds_undeclared_keys_as_evolve_does(tmp_path, monkeypatch) -> None:
+    """A signed `SubGoalAdded` that carries a `replaces` key (the type has
+    none in this version) must not replace anything on load, rebuild or time
+    travel, and a `replaces` that is not a list must not break a load."""
+    monkeypatch.setattr(time_travel, "TIMELINE_STEP", 2)
+    monkeypatch.setattr(time_travel, "TIMELINE_FORMAT", "test+step2")
+    ws, plan = new_uuid7(), new_uuid7()
+    a, c = Replica(ws, plan), Replica(ws, plan)
+    a.make(b.PlanCreated(title="Aure", municipality="Aure"))
+    goal = new_uuid7()
+    (added,) = a.make(b.SubGoalAdded(sub_goal=goal, text="one"))
+    (revised,) = a.make(b.SubGoalRevised(sub_goal=goal, text="two", replaces=[added.id]))
+    _sign_map(c, "SubGoalAdded", {"sub_goal": goal, "text": "three", "replaces": [revised.id]})
+    _sign_map(c, "NoteWritten", {"note": new_uuid7(), "target": None, "text": "x", "replaces": 5})
+    events = [*a.made, *c.made]
+    expected = project(plan, events)
+    assert len(expected.entity("sub_goal", goal).fields["text"].heads) == 2  # a conflict
+    log = await EventLog.open(tmp_path / "a.db", workspace=ws)
+    try:
+        report = await log.ingest([e.raw for e in events])
+        assert len(report.accepted) == len(events)
+        for state in (await log.rebuild_state(plan), await log.load_state(plan)):
+            assert canonical_bytes(state) == canonical_bytes(expected)
+        assert await time_travel.ensure_checkpoints(log, plan) > 0
+        as_of = await time_travel.state_as_of(log, plan, time_travel.END_OF_TIME)
+        assert view(as_of) == view(expected)
+        assert await _check_caches(log) == []
+    finally:
+        await log.close()
