@@ -35,7 +35,6 @@ from operator import attrgetter
 from typing import Any, cast
 
 import msgspec
-import msgspec.inspect
 from msgspec import UNSET
 
 from core.events.bodies import (
@@ -345,16 +344,15 @@ def _stored_recipe(tag: str) -> _StoredRecipe | None:
         if role == ROLE_EDIT and kind is not None and get_values is not None:
             names = dict(cls._SETTABLE)
             defaults: dict[str, Callable[[], Any]] = {}
-            info = msgspec.inspect.type_info(cls)
-            assert isinstance(info, msgspec.inspect.StructType)
-            for f in info.fields:
-                if f.name not in names or f.required:
-                    continue
-                if f.default_factory is not msgspec.NODEFAULT:
-                    defaults[f.name] = f.default_factory  # a fresh list each time
-                elif f.default is not msgspec.NODEFAULT and f.default is not UNSET:
-                    defaults[f.name] = _constant(f.default)
-                # else UNSET: a field absent from the body is not set
+            # The struct's own defaults (for its last fields, in order); not
+            # `msgspec.inspect` / `structs.fields`, which resolve every type
+            # hint (~20 ms per process for the catalogue).
+            given, fields = cls.__struct_defaults__, cls.__struct_fields__
+            for name, default in zip(fields[len(fields) - len(given) :], given, strict=True):
+                if name not in names or default is UNSET:
+                    continue  # UNSET: a field absent from the body is not set
+                factory = getattr(default, "factory", None)  # msgspec's Factory
+                defaults[name] = factory if callable(factory) else _constant(default)
             found = (kind, cls.ID_FIELD, creates, names, defaults, has_replaces)
     _STORED[tag] = found
     return found
