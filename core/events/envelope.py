@@ -122,7 +122,9 @@ class Signer(Protocol):
 
 _encoder = msgspec.msgpack.Encoder(order="deterministic")
 _envelope_decoder = msgspec.msgpack.Decoder(Envelope)
-_body_decoders = {tag: msgspec.msgpack.Decoder(cls) for tag, cls in BODY_BY_TAG.items()}
+# Built on first use: a decoder resolves its type's hints, ~2 ms a type, and
+# a command touches only a few of the catalogue's types.
+_body_decoders: dict[str, msgspec.msgpack.Decoder[Any]] = {}
 _any_decoder = msgspec.msgpack.Decoder()
 
 
@@ -178,8 +180,11 @@ def seal(
 def decode_body(tag: str, data: bytes | msgspec.Raw) -> Body | UnknownBody:
     """Decode a body by its envelope's type tag (upcasting old shapes)."""
     decoder = _body_decoders.get(tag)
+    if decoder is None and tag in BODY_BY_TAG:
+        decoder = _body_decoders[tag] = msgspec.msgpack.Decoder(BODY_BY_TAG[tag])
     if decoder is not None:
-        return decoder.decode(data)
+        body: Body = decoder.decode(data)
+        return body
     upcast = UPCASTERS.get(tag)
     if upcast is not None:
         cls, fn = upcast
@@ -289,14 +294,18 @@ def _text_fields(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in info.fields if _may_hold_text(f.type))
 
 
-_TEXT_FIELDS: dict[type, tuple[str, ...]] = {cls: _text_fields(cls) for cls in BODY_BY_TAG.values()}
+_TEXT_FIELDS: dict[type, tuple[str, ...]] = {}  # filled on first use, as decoders are
+_BODY_CLASSES = frozenset(BODY_BY_TAG.values())
 
 
 def _first_non_nfc_text(body: Body | UnknownBody) -> str | None:
     """`first_non_nfc(body)`, looking only at the fields that may hold text."""
-    names = _TEXT_FIELDS.get(type(body))
-    if names is None:  # an unknown type's data
-        return first_non_nfc(body)
+    cls = type(body)
+    names = _TEXT_FIELDS.get(cls)
+    if names is None:
+        if cls not in _BODY_CLASSES:  # an unknown type's data
+            return first_non_nfc(body)
+        names = _TEXT_FIELDS[cls] = _text_fields(cls)
     for name in names:
         value = getattr(body, name)
         if value.__class__ is str:
