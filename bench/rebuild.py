@@ -1,14 +1,19 @@
 """Figure 2: rebuild a plan projection from 1M logged events, fully verified.
 
-vidda's rebuild reads the plan's rows from SQLite and decodes them
-(`EventLog.decoded_events`: splice the signed bytes, SHA-256 id, envelope
-from the columns, body decoded; one phase, "read + decode"), verifies every
-chain on the fast path (`first_problem`: links from seq 1 plus the newest
-signature) and folds them (`project`, i.e. `evolve` per event), with the
-cyclic GC paused as core's fold paths do, and again with it on. Also timed:
-the core's own `EventLog.rebuild_state` (read + decode + fold, no
-verification), and the size and restore time of the rebuilt state's
-checkpoint (what `EventLog.load_state` starts from).
+vidda's rebuild, as the engine does it (`EventLog.rebuild_state(verify=True)`):
+one pass over the plan's rows read from SQLite, splicing each event's signed
+bytes back and hashing them for its id, checking every chain link from seq 1
+on the way (`core.events.verify.ChainCheck`), folding plain edits straight
+from their body bytes (`evolve_stored`), and at the end checking the newest
+signature of each chain (the fast path). The cyclic GC is paused, as core's
+fold paths do.
+
+Also timed, in the same run: the earlier pipeline, which decodes every row
+into an event first (`EventLog.decoded_events`), verifies each chain
+(`first_problem`) and folds with `project` (phases apart; GC paused, and
+again with it on); `rebuild_state` without verification; and the size and
+restore time of the rebuilt state's checkpoint (what `load_state` starts
+from).
 
 Against the same number of field changes done by `eventsourcing` (SQLite),
 pycrdt and loro (see peers.py). Target: >= 200k events/s, ahead of all three.
@@ -80,11 +85,11 @@ async def vidda_rebuild(
     return phases, state
 
 
-async def core_rebuild_state(w: Workload) -> tuple[float, int]:
+async def core_rebuild_state(w: Workload, *, verify: bool = False) -> tuple[float, int]:
     log = await EventLog.open(w.path)
     try:
         t0 = time.perf_counter()
-        state = await log.rebuild_state(w.plan)
+        state = await log.rebuild_state(w.plan, verify=verify)
         elapsed = time.perf_counter() - t0
     finally:
         await log.close()
@@ -163,9 +168,13 @@ def main() -> int:
 
     runs: list[dict[str, float]] = []
     paused: list[dict[str, float]] = []
+    one_pass: list[float] = []
     entities = 0
     checkpoint = ""
     for i in range(args.repeat):
+        fresh_heap()
+        one_pass.append(asyncio.run(core_rebuild_state(w, verify=True))[0])
+        progress(f"  vidda run {i + 1}, one pass: {one_pass[-1]:.2f} s")
         fresh_heap()
         phases, state = asyncio.run(vidda_rebuild(w, pause_gc=True))
         entities = len(state.entities)
@@ -188,8 +197,17 @@ def main() -> int:
     results: list[tuple[str, float, int, str]] = []
     vidda_s = median([r["total"] for r in runs])
     paused_s = median([r["total"] for r in paused])
+    best_s = median(one_pass)
     results.append(
-        ("vidda: read + decode + verify + fold, GC paused", paused_s, entities, "fast path")
+        (
+            "vidda `rebuild_state(verify=True)`: one pass over the rows",
+            best_s,
+            entities,
+            "fast path",
+        )
+    )
+    results.append(
+        ("vidda: decode to events, verify, `project`, GC paused", paused_s, entities, "fast path")
     )
     results.append((f"vidda: the same, GC on ({len(runs)} run)", vidda_s, entities, "fast path"))
     results.append(
@@ -237,7 +255,7 @@ def main() -> int:
                 verification,
                 f"{seconds:.2f} s",
                 f"{r:,.0f}",
-                f"{(w.events / paused_s) / r:.2f}×",
+                f"{(w.events / best_s) / r:.2f}×",
                 f"{ents:,}",
             ]
         )
@@ -247,15 +265,15 @@ def main() -> int:
             ["rebuild", "verification", "median", "events/s", "vidda (row 1) ÷ this", "entities"],
         )
     )
-    rate = w.events / paused_s
-    peer_rates = [w.events / s for label, s, _, _ in results[3:]]
+    rate = w.events / best_s
+    peer_rates = [w.events / s for label, s, _, _ in results[4:]]
     ahead = all(rate > p for p in peer_rates)
     say()
     say(checkpoint)
     say()
     say(
         f"target >= {TARGET:,} events/s verified: {'met' if rate >= TARGET else 'NOT met'} "
-        f"({rate:,.0f}/s; with GC on {w.events / vidda_s:,.0f}/s); "
+        f"({rate:,.0f}/s; decoding to events first {w.events / paused_s:,.0f}/s); "
         f"ahead of every peer measured: {'yes' if ahead else 'NO'}"
     )
     return 0

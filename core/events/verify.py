@@ -95,3 +95,46 @@ def first_problem(events: Sequence[Event], full: bool = False) -> Problem | None
             return Problem(env.seq, ev.id, "bad_prev", "prev does not match the event before")
         prev = ev.id
     return None
+
+
+class ChainCheck:
+    """The fast-path check of whole chains whose events stream by in seq
+    order per chain (a fold of a log from its first row): every link from
+    seq 1, then the newest signature of each chain (`finish`). Holds one
+    entry per chain, not the events."""
+
+    __slots__ = ("_chains", "_problems")
+
+    def __init__(self) -> None:
+        # chain -> (seq, id, signed bytes, author) of its newest event seen
+        self._chains: dict[object, tuple[int, bytes, bytes, bytes]] = {}
+        self._problems: dict[object, Problem] = {}
+
+    def see(
+        self, chain: object, seq: int, prev: bytes, eid: bytes, raw: bytes, author: bytes
+    ) -> None:
+        last = self._chains.get(chain)
+        expected_seq, expected_prev = (1, ZERO_HASH) if last is None else (last[0] + 1, last[1])
+        if (seq != expected_seq or prev != expected_prev) and chain not in self._problems:
+            reason, what = (
+                ("gap", f"expected seq {expected_seq}, found {seq}")
+                if seq != expected_seq
+                else ("bad_prev", "prev does not match the event before")
+            )
+            self._problems[chain] = Problem(seq, eid, reason, what)
+        self._chains[chain] = (seq, eid, raw, author)
+
+    def clear(self) -> None:
+        """Start over (to see the same rows again)."""
+        self._chains.clear()
+        self._problems.clear()
+
+    def finish(self) -> dict[object, Problem]:
+        """The first problem of each chain that has one: a broken link, or
+        a newest event whose signature does not verify (then `first_problem`
+        on that chain's events names the first bad one)."""
+        problems = dict(self._problems)
+        for chain, (seq, eid, raw, author) in self._chains.items():
+            if chain not in problems and not signature_ok(raw, author):
+                problems[chain] = Problem(seq, eid, "bad_signature", "signature does not verify")
+        return problems

@@ -13,10 +13,11 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import msgspec
 
+from core.events.verify import ChainCheck
 from core.projections.plan_state import (
     FOLD_VERSION,
     PlanState,
@@ -45,10 +46,33 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-async def rebuild_state(log: EventLog, plan: bytes) -> PlanState:
-    """Fold the plan from zero, ignoring checkpoints."""
+async def rebuild_state(log: EventLog, plan: bytes, *, verify: bool = False) -> PlanState:
+    """Fold the plan from zero, ignoring checkpoints (`EventLog.rebuild_state`)."""
     state = PlanState(plan)
-    await log.fold_events(state, plan)
+    if not verify:
+        await log.fold_events(state, plan)
+        return state
+    check = ChainCheck()
+    try:
+        await log.fold_events(state, plan, check=check)
+    except Exception:
+        # A changed byte can also make an event undecodable: the fold stops
+        # there, and that event, the newest its chain has shown, fails its
+        # signature check, which names it.
+        if not check.finish():
+            raise
+    problems = check.finish()
+    if problems:
+        named = []
+        for chain, problem in problems.items():
+            _, device_no = cast(tuple[int, int], chain)
+            key = log._device_keys.get(device_no, b"").hex()[:12]
+            named.append(f"device {key} seq {problem.seq}: {problem.message}")
+        raise StoreError(
+            f"plan {plan.hex()} fails verification: {'; '.join(sorted(named))} "
+            "(a broken link names the event after a changed one; `vidda verify` "
+            "names the first bad event)"
+        )
     return state
 
 

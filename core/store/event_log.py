@@ -45,6 +45,7 @@ from core.events.envelope import (
 )
 from core.events.hlc import HybridClock, system_ms
 from core.events.ids import ZERO_HASH
+from core.events.verify import ChainCheck
 from core.projections.plan_state import (
     PlanState,
 )
@@ -580,7 +581,7 @@ class EventLog:
             return [(row[0], decode_stored(raw)) for row, raw in zip(rows, raws, strict=True)]
 
     async def fold_events(
-        self, state: PlanState, plan: bytes, after_rx: int = 0
+        self, state: PlanState, plan: bytes, after_rx: int = 0, check: ChainCheck | None = None
     ) -> tuple[int, int]:
         """Fold `plan`'s events after `after_rx` into `state`, in receive
         order, straight from the rows (`Numbers.fold`); returns (how many
@@ -597,19 +598,23 @@ class EventLog:
         )
         if not rows:
             return 0, after_rx
-        await self.fold_rows(state, [row[1:] for row in rows])
+        await self.fold_rows(state, [row[1:] for row in rows], check)
         return len(rows), int(rows[-1][0])
 
-    async def fold_rows(self, state: PlanState, rows: Sequence[Sequence[Any]]) -> None:
+    async def fold_rows(
+        self, state: PlanState, rows: Sequence[Sequence[Any]], check: ChainCheck | None = None
+    ) -> None:
         """`Numbers.fold` of stored rows (`ROW_COLUMNS` order), with the cyclic
         GC paused; if another process added a device or type, the numbers are
         reloaded and the rows folded again (the fold is idempotent)."""
         with checkpoints.gc_paused():
             try:
-                self.numbers.fold(state, rows)
+                self.numbers.fold(state, rows, check)
             except KeyError:
                 await self._load_numbers()
-                self.numbers.fold(state, rows)
+                if check is not None:
+                    check.clear()
+                self.numbers.fold(state, rows, check)
 
     async def events_with_id_prefix(self, plan: bytes, prefix: str) -> list[Event]:
         """`plan`'s events whose id (hex) starts with `prefix`, found through
@@ -675,9 +680,11 @@ class EventLog:
 
     # --- projections and checkpoints (core.store.checkpoints) ---------------------------
 
-    async def rebuild_state(self, plan: bytes) -> PlanState:
-        """Fold the plan from zero, ignoring checkpoints."""
-        return await checkpoints.rebuild_state(self, plan)
+    async def rebuild_state(self, plan: bytes, *, verify: bool = False) -> PlanState:
+        """Fold the plan from zero, ignoring checkpoints; with `verify`,
+        check every chain on the way (links from seq 1 and the newest
+        signature: the fast path) and raise `StoreError` naming what fails."""
+        return await checkpoints.rebuild_state(self, plan, verify=verify)
 
     async def load_state(self, plan: bytes, *, checkpoint: bool = True) -> PlanState:
         """The plan's current state: latest checkpoint plus the events after it."""

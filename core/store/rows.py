@@ -35,6 +35,7 @@ import msgspec
 from core.events.envelope import FORMAT_VERSION, Envelope, Event, decode_body, decode_stored
 from core.events.ids import HASH_LEN, KEY_LEN, UUID_LEN
 from core.events.limits import SIGNATURE_LEN
+from core.events.verify import ChainCheck
 from core.projections.plan_state import PlanState, evolve, evolve_stored
 
 _encode = msgspec.msgpack.encode
@@ -132,22 +133,32 @@ class Numbers:
         )
         return Event(_sha256(raw).digest(), raw, env, decode_body(tag, body))
 
-    def fold(self, state: PlanState, rows: Iterable[Sequence[Any]]) -> None:
+    def fold(
+        self, state: PlanState, rows: Iterable[Sequence[Any]], check: ChainCheck | None = None
+    ) -> None:
         """Fold stored rows (`ROW_COLUMNS` order) into `state`, as decoding
         each (`event_of`) and `evolve` would, but without building the event:
         the signed bytes are spliced and hashed for the id, and plain edits are
         folded from their body bytes (`evolve_stored`). KeyError as for
         `raw_of`; the fold is idempotent, so folding the rows again after a
-        reload is safe."""
+        reload is safe. With `check`, every chain's links are checked on the
+        way (rows of whole chains, from seq 1, in seq order per chain)."""
         head, types, tags, devices = self.head, self.types, self.tags, self.devices
         for plan_no, device_no, seq, hlc, type_no, data in rows:
             if type_no is None:
-                evolve(state, decode_stored(bytes(data)))
+                event = decode_stored(bytes(data))
+                if check is not None:
+                    env = event.env
+                    check.see((plan_no, device_no), seq, env.prev, event.id, event.raw, env.author)
+                evolve(state, event)
                 continue
             raw = splice(head(plan_no, device_no), seq, hlc, types[type_no], data)
+            eid = _sha256(raw).digest()
+            if check is not None:
+                check.see((plan_no, device_no), seq, data[:HASH_LEN], eid, raw, devices[device_no])
             if not evolve_stored(
                 state,
-                _sha256(raw).digest(),
+                eid,
                 hlc,
                 devices[device_no],
                 tags[type_no],

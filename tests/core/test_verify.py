@@ -152,3 +152,40 @@ async def test_a_forged_checkpoint_is_caught_and_dropped(tmp_path: Path, monkeyp
     )
     assert (await verify_log(log)).ok
     await log.close()
+
+
+async def test_a_verified_rebuild_names_any_changed_byte(source_db: Path, tmp_path: Path) -> None:
+    """`rebuild_state(verify=True)` checks the chains while it folds (links
+    from seq 1, the newest signature): a clean log folds to what the
+    reference fold gives, and a changed byte anywhere fails with the chain
+    and the seq where its chain breaks (the changed event, or the one after
+    it whose link no longer matches), whether the event decodes or not."""
+    from core.projections.plan_state import canonical_bytes, project
+    from core.store.errors import StoreError
+
+    log = await EventLog.open(source_db, workspace=WS)
+    try:
+        ((plan, _),) = await log.plans()
+        rebuilt = await log.rebuild_state(plan, verify=True)
+        expected = project(plan, await log.events(plan))
+        assert canonical_bytes(rebuilt) == canonical_bytes(expected)
+        keys = {no: key.hex()[:12] for no, key in log._device_keys.items()}
+    finally:
+        await log.close()
+    rnd = random.Random(7)
+    for trial in range(60):
+        dst = tmp_path / f"v{trial}.db"
+        seq, device_no, pos = tamper(source_db, dst, rnd)
+        log = await EventLog.open(dst, workspace=WS)
+        try:
+            with pytest.raises(StoreError, match="fails verification") as caught:
+                await log.rebuild_state(plan, verify=True)
+            message = str(caught.value)
+            assert any(f"device {keys[device_no]} seq {n}:" in message for n in (seq, seq + 1)), (
+                trial,
+                pos,
+                message,
+            )
+        finally:
+            await log.close()
+        dst.unlink()
