@@ -28,7 +28,7 @@ import contextlib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 
@@ -57,6 +57,7 @@ from core.store.migrate import is_legacy, migrate_v1
 from core.store.rows import ROW_COLUMNS, Numbers, pack, type_encoding
 from core.store.schema import PRAGMAS, SCHEMA, SCHEMA_VERSION
 
+T = TypeVar("T")
 Vector = dict[bytes, int]  # device key -> highest contiguous seq
 Statement = tuple[str, tuple[object, ...]]  # SQL and its parameters
 Row = tuple[int, int, int, int, int | None, bytes]  # the columns ROW_COLUMNS names
@@ -149,6 +150,15 @@ class EventLog:
 
     async def close(self) -> None:
         await self._conn.close()
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(db, *args)` on the connection's own thread, `db` being the
+        sqlite3 connection: several statements for one aiosqlite hop (each
+        hop is a thread switch, and on a busy machine a wait for the
+        scheduler). `fn` must not block on the event loop. aiosqlite has no
+        public call for this; `_execute` is its queue (pinned < 0.23)."""
+        conn = self._conn
+        return cast(T, await conn._execute(fn, conn._conn, *args))  # type: ignore[no-untyped-call]
 
     async def __aenter__(self) -> EventLog:
         return self

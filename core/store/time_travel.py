@@ -21,8 +21,10 @@ between reading the events and storing the checkpoints.
 
 from __future__ import annotations
 
+import sqlite3
 import zlib
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from core.events.envelope import Event
 from core.projections.plan_state import FOLD_VERSION, PlanState, restore, snapshot
@@ -51,6 +53,7 @@ def unpack_checkpoint(blob: bytes) -> PlanState:
     return restore(zlib.decompress(blob))
 
 
+R = TypeVar("R")
 Key = tuple[int, bytes, int]  # (hlc, author, seq)
 END_OF_TIME: Key = (2**63 - 1, b"\xff" * 32, 2**63 - 1)
 
@@ -64,14 +67,20 @@ def key_at_time(hlc: int) -> Key:
     return (min(hlc, 2**63 - 1), b"\xff" * 32, 2**63 - 1)
 
 
-async def _chains(log: EventLog, plan_no: int) -> tuple[dict[int, int], set[int]]:
+# The reads below are plain functions on the sqlite3 connection, run on the
+# log's own thread (`EventLog.in_thread`): an as-of query is then one thread
+# hop instead of seven, which on a busy machine is most of its spread.
+Devices = Mapping[int, bytes]  # device_no -> device key (`log.numbers.devices`)
+
+
+def _chains(db: sqlite3.Connection, plan_no: int) -> tuple[dict[int, int], set[int]]:
     """({device_no: highest seq} of the plan's chains, the unordered ones).
     One index seek per device of the log, not a scan of the plan."""
-    rows = await log._conn.execute_fetchall(
+    rows = db.execute(
         f"SELECT device_no, {_TOP_SEQ}, EXISTS(SELECT 1 FROM unordered_chains u "
         "WHERE u.plan_no=?1 AND u.device_no=d.device_no) FROM devices d",
         (plan_no,),
-    )
+    ).fetchall()
     heads = {int(d): int(s) for d, s, _ in rows if s is not None}
     return heads, {int(d) for d, s, unordered in rows if s is not None and unordered}
 
@@ -91,8 +100,8 @@ def _bound(key: Key, author: bytes) -> tuple[int, int]:
     return hlc, seq
 
 
-async def _prefix_ends(
-    log: EventLog, plan_no: int, wanted: list[tuple[int, int, int]]
+def _prefix_ends(
+    db: sqlite3.Connection, plan_no: int, wanted: list[tuple[int, int, int]]
 ) -> list[int]:
     """For each (device_no, highest seq, HLC bound): the last seq of that
     chain whose HLC is <= the bound (0: none), by binary search in SQL."""
@@ -111,7 +120,7 @@ async def _prefix_ends(
         "FROM bs WHERE lo < hi) SELECT tag, lo FROM bs WHERE lo >= hi"
     )
     ends = [0] * len(wanted)
-    for tag, lo in await log._conn.execute_fetchall(sql, params):
+    for tag, lo in db.execute(sql, params):
         ends[int(tag)] = int(lo)
     return ends
 
@@ -119,19 +128,21 @@ async def _prefix_ends(
 Row = tuple[Any, ...]  # ROW_COLUMNS
 
 
-async def _rows_between(log: EventLog, plan_no: int, lo: Key | None, hi: Key) -> list[Row]:
+def _rows_between(
+    db: sqlite3.Connection, plan_no: int, lo: Key | None, hi: Key, devices: Devices
+) -> list[Row]:
     """Rows (`ROW_COLUMNS`) of the events with lo < key <= hi, in time-line
-    order. Their devices are in `log.numbers` (they were read through it)."""
-    heads, unordered = await _chains(log, plan_no)
+    order. KeyError: a device another process added (reload, read again)."""
+    heads, unordered = _chains(db, plan_no)
     ordered = sorted(d for d in heads if d not in unordered)
-    keys = [await log._key_of(d) for d in ordered]
+    keys = [devices[d] for d in ordered]
     wanted = []
     for dev_no, author in zip(ordered, keys, strict=True):
         for limit in (lo, hi):
             if limit is not None:
                 hlc, _ = _bound(limit, author)
                 wanted.append((dev_no, heads[dev_no], hlc))
-    ends = iter(await _prefix_ends(log, plan_no, wanted))
+    ends = iter(_prefix_ends(db, plan_no, wanted))
     ranges = []
     for dev_no, author in zip(ordered, keys, strict=True):
         first = 0
@@ -143,20 +154,15 @@ async def _rows_between(log: EventLog, plan_no: int, lo: Key | None, hi: Key) ->
     whole = sorted(unordered & heads.keys())
     ranges += [(d, 0, heads[d]) for d in whole]
     rows: list[Any] = []
-    if ranges:  # one query for all chains: each aiosqlite call is a thread hop
-        rows = list(
-            await log._conn.execute_fetchall(
-                " UNION ALL ".join(
-                    f"SELECT {ROW_COLUMNS} FROM events WHERE plan_no=? AND device_no=? "
-                    "AND seq>? AND seq<=?"
-                    for _ in ranges
-                ),
-                [v for dev_no, first, last in ranges for v in (plan_no, dev_no, first, last)],
-            )
-        )
-    devices = log.numbers.devices
-    if any(row[1] not in devices for row in rows):  # a device another process added
-        await log._load_numbers()
+    if ranges:  # one statement for all chains
+        rows = db.execute(
+            " UNION ALL ".join(
+                f"SELECT {ROW_COLUMNS} FROM events WHERE plan_no=? AND device_no=? "
+                "AND seq>? AND seq<=?"
+                for _ in ranges
+            ),
+            [v for dev_no, first, last in ranges for v in (plan_no, dev_no, first, last)],
+        ).fetchall()
 
     def row_key(row: Row) -> Key:
         return (row[3], devices[row[1]], row[2])
@@ -167,24 +173,84 @@ async def _rows_between(log: EventLog, plan_no: int, lo: Key | None, hi: Key) ->
     return rows
 
 
-async def _latest_checkpoint(
-    log: EventLog, plan_no: int, limit: Key
+def _latest_checkpoint(
+    db: sqlite3.Connection, plan_no: int, limit: Key
 ) -> tuple[int, Key, bytes] | None:
     # Checkpoints are in time-line order, so the newest at or before `limit`
     # is one seek on `timeline_by_key` (a scan by `events` would read one
     # page per checkpoint: each row's blob fills its leaf page).
-    rows = list(
-        await log._conn.execute_fetchall(
-            "SELECT events, hlc, author, seq, state FROM timeline_checkpoints "
-            "WHERE plan_no=? AND fold=? AND (hlc, author, seq) <= (?, ?, ?) "
-            "ORDER BY hlc DESC, author DESC, seq DESC LIMIT 1",
-            (plan_no, TIMELINE_FORMAT, limit[0], limit[1], min(limit[2], 2**63 - 1)),
-        )
-    )
-    if not rows:
+    row = db.execute(
+        "SELECT events, hlc, author, seq, state FROM timeline_checkpoints "
+        "WHERE plan_no=? AND fold=? AND (hlc, author, seq) <= (?, ?, ?) "
+        "ORDER BY hlc DESC, author DESC, seq DESC LIMIT 1",
+        (plan_no, TIMELINE_FORMAT, limit[0], limit[1], min(limit[2], 2**63 - 1)),
+    ).fetchone()
+    if row is None:
         return None
-    row = rows[0]
     return int(row[0]), (int(row[1]), bytes(row[2]), int(row[3])), bytes(row[4])
+
+
+def _uncovered(db: sqlite3.Connection, plan_no: int) -> int:
+    """How many of the plan's events come after its last time-line checkpoint."""
+    row = db.execute(
+        f"SELECT coalesce((SELECT sum({_TOP_SEQ}) FROM devices d), 0) - coalesce(("
+        "SELECT events FROM timeline_checkpoints WHERE plan_no=?1 AND fold=?2 "
+        "ORDER BY events DESC LIMIT 1), 0)",
+        (plan_no, TIMELINE_FORMAT),
+    ).fetchone()
+    return int(row[0])
+
+
+Found = tuple[tuple[int, Key, bytes] | None, list[Row]]  # (checkpoint, rows after it)
+
+
+def _to_extend(db: sqlite3.Connection, plan_no: int, devices: Devices) -> tuple[int, Found] | None:
+    """(events in the plan, (its newest checkpoint, every row after it)), or
+    None if the checkpoints are near enough the end. Drops checkpoints of
+    another format (fold version, step): they are never read again. Runs
+    inside the caller's write transaction."""
+    total = sum(_chains(db, plan_no)[0].values())
+    last = _latest_checkpoint(db, plan_no, END_OF_TIME)
+    if total - (last[0] if last else 0) < 2 * TIMELINE_STEP:
+        return None
+    db.execute(
+        "DELETE FROM timeline_checkpoints WHERE plan_no=? AND fold<>?",
+        (plan_no, TIMELINE_FORMAT),
+    )
+    rows = _rows_between(db, plan_no, last[1] if last else None, END_OF_TIME, devices)
+    return total, (last, rows)
+
+
+def _as_of(db: sqlite3.Connection, plan_no: int, limit: Key, devices: Devices) -> Found | None:
+    """In one read transaction (the checkpoint and the events after it from
+    the same moment, whatever another process writes meanwhile): the newest
+    checkpoint at or before `limit` and the rows after it up to `limit`; None
+    if checkpoints are missing (`ensure_checkpoints` first)."""
+    db.execute("BEGIN")
+    try:
+        if _uncovered(db, plan_no) >= 2 * TIMELINE_STEP:
+            return None
+        found = _latest_checkpoint(db, plan_no, limit)
+        return found, _rows_between(db, plan_no, found[1] if found else None, limit, devices)
+    finally:
+        db.execute("COMMIT")
+
+
+async def _read(log: EventLog, fn: Callable[..., R], *args: Any, lock: bool = False) -> R:
+    """`fn(db, *args, devices)` on the log's thread (holding the log's lock
+    if `lock`: `fn` opens its own transaction); if it met a device another
+    process added, reload the log's numbers and read again."""
+    for attempt in (1, 2):
+        try:
+            if not lock:
+                return await log.in_thread(fn, *args, log.numbers.devices)
+            async with log._lock:
+                return await log.in_thread(fn, *args, log.numbers.devices)
+        except KeyError:
+            if attempt == 2:
+                raise
+            await log._load_numbers()
+    raise AssertionError("unreachable")
 
 
 async def ensure_checkpoints(log: EventLog, plan: bytes) -> int:
@@ -196,31 +262,24 @@ async def ensure_checkpoints(log: EventLog, plan: bytes) -> int:
     # plan): nearly every query finds the checkpoints up to date. Chains are
     # contiguous, so the plan holds as many events as its chains' top seqs
     # add up to; a checkpoint is dropped whenever an event before it arrives.
-    if await _uncovered(log, plan_no) < 2 * TIMELINE_STEP:
+    if await log.in_thread(_uncovered, plan_no) < 2 * TIMELINE_STEP:
         return 0
     async with log._tx():
-        total = sum((await _chains(log, plan_no))[0].values())
-        last = await _latest_checkpoint(log, plan_no, END_OF_TIME)
-        done = last[0] if last else 0
-        if total - done < 2 * TIMELINE_STEP:
+        todo = await _read(log, _to_extend, plan_no)
+        if todo is None:
             return 0
-        # Checkpoints of another format (fold version, step) are never read
-        # again: drop them rather than keep them beside the new ones.
-        await log._conn.execute(
-            "DELETE FROM timeline_checkpoints WHERE plan_no=? AND fold<>?",
-            (plan_no, TIMELINE_FORMAT),
-        )
+        total, (last, rows) = todo
+        done = last[0] if last else 0
         state = unpack_checkpoint(last[2]) if last else PlanState(plan)
-        rows = await _rows_between(log, plan_no, last[1] if last else None, END_OF_TIME)
         devices = log.numbers.devices
         added = 0
         for start in range(0, len(rows), TIMELINE_STEP):
             n = done + start
-            todo = rows[start : start + TIMELINE_STEP]
-            await log.fold_rows(state, todo)
-            n += len(todo)
+            batch = rows[start : start + TIMELINE_STEP]
+            await log.fold_rows(state, batch)
+            n += len(batch)
             if n % TIMELINE_STEP == 0 and total - n >= TIMELINE_STEP // 2:
-                hlc, author, seq = todo[-1][3], devices[todo[-1][1]], todo[-1][2]
+                hlc, author, seq = batch[-1][3], devices[batch[-1][1]], batch[-1][2]
                 await log._conn.execute(
                     "INSERT OR REPLACE INTO timeline_checkpoints"
                     "(plan_no, events, hlc, author, seq, fold, state) VALUES (?,?,?,?,?,?,?)",
@@ -228,17 +287,6 @@ async def ensure_checkpoints(log: EventLog, plan: bytes) -> int:
                 )
                 added += 1
     return added
-
-
-async def _uncovered(log: EventLog, plan_no: int) -> int:
-    """How many of the plan's events come after its last time-line checkpoint."""
-    rows = await log._conn.execute_fetchall(
-        f"SELECT coalesce((SELECT sum({_TOP_SEQ}) FROM devices d), 0) - coalesce(("
-        "SELECT events FROM timeline_checkpoints WHERE plan_no=?1 AND fold=?2 "
-        "ORDER BY events DESC LIMIT 1), 0)",
-        (plan_no, TIMELINE_FORMAT),
-    )
-    return int(next(iter(rows))[0])
 
 
 async def state_as_of(log: EventLog, plan: bytes, limit: Key) -> PlanState:
@@ -251,18 +299,11 @@ async def state_as_of(log: EventLog, plan: bytes, limit: Key) -> PlanState:
     plan_no = await log._known_plan_no(plan)
     if plan_no is None:
         raise StoreError(f"no plan {plan.hex()} in this log")
-    await ensure_checkpoints(log, plan)
-    # One read transaction: the checkpoint and the events after it come from
-    # the same moment, whatever another process writes meanwhile.
-    async with log._lock:
-        await log._conn.execute("BEGIN")
-        try:
-            found = await _latest_checkpoint(log, plan_no, limit)
-            rows = await _rows_between(log, plan_no, found[1] if found else None, limit)
-        finally:
-            await log._conn.execute("COMMIT")
+    while (found := await _read(log, _as_of, plan_no, limit, lock=True)) is None:
+        await ensure_checkpoints(log, plan)
+    checkpoint, rows = found
     with gc_paused():  # the restore makes ~40k objects, none of them cycles
-        state = unpack_checkpoint(found[2]) if found else PlanState(plan)
+        state = unpack_checkpoint(checkpoint[2]) if checkpoint else PlanState(plan)
     await log.fold_rows(state, rows)
     return state
 
@@ -272,4 +313,4 @@ async def checkpoints_ready(log: EventLog, plan: bytes) -> bool:
     checkpoints are there (`ensure_checkpoints` would add none), so no query
     folds the whole plan first."""
     plan_no = await log._known_plan_no(plan)
-    return plan_no is None or await _uncovered(log, plan_no) < 2 * TIMELINE_STEP
+    return plan_no is None or await log.in_thread(_uncovered, plan_no) < 2 * TIMELINE_STEP

@@ -102,3 +102,33 @@ async def test_checkpoints_of_another_step_are_replaced_not_kept(
             assert view(await state_as_of(log, plan, limit)) == expected
     finally:
         await log.close()
+
+
+async def test_as_of_sees_a_device_another_process_added(tmp_path: Path, monkeypatch) -> None:
+    """Two handles on one file (the TUI and a `vidda sync` beside it): the
+    reader's device numbers are stale when the other one stores a new
+    device's chain, and its as-of query still folds that chain."""
+    monkeypatch.setattr(time_travel, "TIMELINE_STEP", 7)
+    monkeypatch.setattr(time_travel, "TIMELINE_FORMAT", "test+step7")
+    rnd = random.Random(5)
+    plan = new_uuid7()
+    reader = await EventLog.open(tmp_path / "a.db", workspace=WS)
+    writer = await EventLog.open(tmp_path / "a.db", workspace=WS)
+    try:
+        a, newcomer = Replica(WS, plan), Replica(WS, plan)
+        start = a.make(b.PlanCreated(title="Aure", municipality="Aure"))
+        newcomer.receive(start)
+        edits_by(a, plan, 40, rnd)
+        await reader.ingest([e.raw for e in a.made])
+        await state_as_of(reader, plan, END_OF_TIME)  # checkpoints built, numbers loaded
+        newcomer.wall_ms = a.wall_ms + 1_000
+        edits_by(newcomer, plan, 5, rnd)
+        await writer.ingest([e.raw for e in newcomer.made])
+        assert newcomer.key.public_key not in reader.numbers.devices.values()
+        everything = [*a.made, *newcomer.made]
+        got = view(await state_as_of(reader, plan, END_OF_TIME))
+        assert got == view(project(plan, everything))
+        assert got["events"] == len(everything)
+    finally:
+        await writer.close()
+        await reader.close()
