@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -44,6 +45,42 @@ Handler = Callable[[argparse.Namespace, list[str]], Coroutine[Any, Any, int]]
 
 class UsageError(Exception):
     pass
+
+
+class ProgressBar:
+    """A bar on stderr when it is a terminal; otherwise a plain line every few
+    seconds, and only once the work has run a while (logs stay short)."""
+
+    def __init__(self, after_s: float = 3.0, every_s: float = 5.0) -> None:
+        self.tty = sys.stderr.isatty()
+        self.started = time.monotonic()
+        self.after_s = after_s
+        self.every_s = every_s
+        self.last = 0.0
+        self.drawn = False
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if self.tty:
+            if now - self.last < 0.1 and done < total:
+                return
+            width = 30
+            filled = width * done // total if total else width
+            sys.stderr.write(
+                f"\r{stage:<20} [{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,}\x1b[K"
+            )
+            sys.stderr.flush()
+            self.drawn = True
+        elif now - self.started >= self.after_s and now - self.last >= self.every_s:
+            print(f"vidda: {stage}: {done:,}/{total:,}", file=sys.stderr, flush=True)
+        else:
+            return
+        self.last = now
+
+    def close(self) -> None:
+        if self.drawn:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
 
 
 def emit_json(data: Any) -> None:

@@ -15,7 +15,7 @@ from core.projections.plan_state import PlanState
 from core.projections.plan_view import view
 from core.store.event_log import EventLog
 from core.store.time_travel import Key, key_at_time, key_of, state_as_of
-from tui_client.cli import UsageError, emit_json
+from tui_client.cli import ProgressBar, UsageError, emit_json
 from tui_client.home import Home
 from tui_client.render import render_log, render_plan
 
@@ -301,7 +301,11 @@ async def show_plan(home: Home, plan_prefix: str | bytes, as_of: str | None, as_
             plan_prefix if isinstance(plan_prefix, bytes) else await resolve_plan(log, plan_prefix)
         )
         if as_of:
-            state = await state_as_of(log, plan, await as_of_key(log, plan, as_of))
+            bar = ProgressBar()  # the first query of a large plan builds the time line
+            try:
+                state = await state_as_of(log, plan, await as_of_key(log, plan, as_of), bar)
+            finally:
+                bar.close()
         else:
             state = await log.load_state(plan)
         names = await names_for(home, log)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import secrets
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from core.research.privacy import ANONYMISED, FULL, KEY_BYTES, PSEUDONYMISED, ke
 from core.research.snapshot import read_snapshot
 from core.research.verify_export import compare_with, verify_export
 from core.research.writers import FORMATS, ExportError, export_to, require_pyarrow
-from tui_client.cli import UsageError, emit_json
+from tui_client.cli import ProgressBar, UsageError, emit_json
 from tui_client.cli_plan import resolve_plan
 from tui_client.home import Home
 
@@ -77,42 +76,6 @@ def register(sub: Any) -> None:
     p.add_argument("--export-key", type=Path, help="the pseudonym key (default HOME/export.key)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_verify_export)
-
-
-class ProgressBar:
-    """A bar on stderr when it is a terminal; otherwise a plain line every few
-    seconds, and only once the work has run a while (logs stay short)."""
-
-    def __init__(self, after_s: float = 3.0, every_s: float = 5.0) -> None:
-        self.tty = sys.stderr.isatty()
-        self.started = time.monotonic()
-        self.after_s = after_s
-        self.every_s = every_s
-        self.last = 0.0
-        self.drawn = False
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        if self.tty:
-            if now - self.last < 0.1 and done < total:
-                return
-            width = 30
-            filled = width * done // total if total else width
-            sys.stderr.write(
-                f"\r{stage:<20} [{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,}\x1b[K"
-            )
-            sys.stderr.flush()
-            self.drawn = True
-        elif now - self.started >= self.after_s and now - self.last >= self.every_s:
-            print(f"vidda: {stage}: {done:,}/{total:,}", file=sys.stderr, flush=True)
-        else:
-            return
-        self.last = now
-
-    def close(self) -> None:
-        if self.drawn:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
 
 
 def _formats(values: list[str]) -> tuple[str, ...]:

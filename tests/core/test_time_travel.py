@@ -132,3 +132,29 @@ async def test_as_of_sees_a_device_another_process_added(tmp_path: Path, monkeyp
     finally:
         await writer.close()
         await reader.close()
+
+
+async def test_building_the_time_line_reports_progress(tmp_path: Path, monkeypatch) -> None:
+    """The first as-of query of a large plan builds its checkpoints (10–20 s
+    at 100k events): the command line draws a bar from these calls."""
+    monkeypatch.setattr(time_travel, "TIMELINE_STEP", 7)
+    monkeypatch.setattr(time_travel, "TIMELINE_FORMAT", "test+step7")
+    plan = new_uuid7()
+    log = await EventLog.open(tmp_path / "a.db", workspace=WS)
+    try:
+        a = Replica(WS, plan)
+        a.make(b.PlanCreated(title="Aure", municipality="Aure"))
+        edits_by(a, plan, 60, random.Random(2))
+        await log.ingest([e.raw for e in a.made])
+        calls: list[tuple[str, int, int]] = []
+        state = await state_as_of(log, plan, END_OF_TIME, lambda *c: calls.append(c))
+        assert state.events == len(a.made)
+        assert {stage for stage, _, _ in calls} == {"time line"}
+        assert calls[-1] == ("time line", len(a.made), len(a.made))
+        assert [done for _, done, _ in calls] == sorted(done for _, done, _ in calls)
+        assert len(calls) >= len(a.made) // 7
+        calls.clear()  # built: the next query has nothing to report
+        await state_as_of(log, plan, END_OF_TIME, lambda *c: calls.append(c))
+        assert calls == []
+    finally:
+        await log.close()
