@@ -39,6 +39,9 @@ def _open_tab(tab: str) -> Callable[[Pilot[Any]], Awaitable[None]]:
             pilot.app.screen.query_one("#tabs", TabbedContent).active = f"tab-{tab}"
             await pilot.pause()
             pilot.app.screen.query_one(f"#{tab}", DataTable).focus()
+        # The history is read in a worker: on a busy machine a pause alone
+        # could draw the screen before the rows are in.
+        await pilot.app.workers.wait_for_complete()
         await pilot.pause()
         assert isinstance(pilot.app.screen, PlanScreen)
 
