@@ -119,9 +119,14 @@ def plan_report(
     for ev in line:
         evolve(final, ev)
     shown = view(final)
+    # By start date; phases with the same date (or none: "9999") stay in
+    # the plan's order. Never compare the phases themselves (dicts).
     starts = sorted(
-        (p["fields"].get("actual_start") or p["fields"].get("planned_start") or "9999", p)
-        for p in shown["phases"]
+        (
+            (p["fields"].get("actual_start") or p["fields"].get("planned_start") or "9999", p)
+            for p in shown["phases"]
+        ),
+        key=lambda start_phase: start_phase[0],
     )
     state = PlanState(plan)
     snapshots: list[tuple[str, str | None, dict[str, Any]]] = []

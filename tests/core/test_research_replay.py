@@ -100,3 +100,20 @@ def test_every_replay_state_is_a_fresh_fold_of_its_prefix() -> None:
         if n % 23 == 0 or n == len(EVENTS):
             assert view(state) == view(project(PLAN, EVENTS[:n]))
     assert any(step.conflicts for step, _ in replay(PLAN, EVENTS))
+
+
+def test_report_of_a_plan_whose_phases_have_no_dates() -> None:
+    """`plan new` makes the template phases with no dates: the report sorts
+    them by start date without comparing the phases themselves (it raised
+    TypeError, and the app's R crashed with it)."""
+    from core.commands import edits
+    from core.research.report import plan_report
+
+    dev = Replica(new_uuid7(), new_uuid7())
+    plan, bodies = edits.new_plan(title="Grue", municipality="Grue")
+    dev.plan = plan
+    dev.make(*bodies)
+    report = plan_report(plan, dev.made, {})
+    phases = [p["fields"]["name"] for p in view(dev.state)["phases"]]
+    assert len(phases) >= 2
+    assert [p["name"] for p in report["phases"]] == phases
