@@ -50,19 +50,38 @@ def timeline_figure(report: dict[str, Any], fmt: str = "png") -> bytes:
         plt.close(fig)
 
 
+PLANNED, ACTUAL = "#bbbbbb", "#2e7d32"
+
+
+def gantt_bars(report: dict[str, Any]) -> list[tuple[float, int, int, str]]:
+    """(row, first day as an ordinal, days, colour) of each bar, phases from
+    the top. A phase under way (started, not ended) runs to the report's
+    last event, as in the terminal chart; a planned phase with no end is
+    one day."""
+    phases = report["phases"]
+    last = (report.get("last") or "")[:10]
+    bars = []
+    for i, p in enumerate(reversed(phases)):
+        for a, b, color, dy in (
+            (p["planned_start"], p["planned_end"], PLANNED, 0.15),
+            (p["actual_start"], p["actual_end"], ACTUAL, -0.15),
+        ):
+            if not a:
+                continue
+            if not b:
+                b = max(a, last) if color == ACTUAL and last else a
+            start = date.fromisoformat(a[:10]).toordinal()
+            end = date.fromisoformat(b[:10]).toordinal()
+            bars.append((i + dy, start, max(end - start, 1), color))
+    return bars
+
+
 def gantt_figure(report: dict[str, Any], fmt: str = "png") -> bytes:
     plt = _pyplot()
     phases = report["phases"]
     fig, ax = plt.subplots(figsize=(8, 0.6 + 0.5 * max(1, len(phases))))
-    for i, p in enumerate(reversed(phases)):
-        for a, b, color, dy in (
-            (p["planned_start"], p["planned_end"], "#bbbbbb", 0.15),
-            (p["actual_start"], p["actual_end"], "#2e7d32", -0.15),
-        ):
-            if a:
-                start = date.fromisoformat(a).toordinal()
-                end = date.fromisoformat(b or a).toordinal()
-                ax.barh(i + dy, max(end - start, 1), left=start, height=0.28, color=color)
+    for row, start, days, color in gantt_bars(report):
+        ax.barh(row, days, left=start, height=0.28, color=color)
     ax.set_yticks(range(len(phases)), [str(p["name"]) for p in reversed(phases)], fontsize=8)
     ticks = ax.get_xticks()
     ax.set_xticks(

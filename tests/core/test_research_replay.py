@@ -117,3 +117,33 @@ def test_report_of_a_plan_whose_phases_have_no_dates() -> None:
     phases = [p["fields"]["name"] for p in view(dev.state)["phases"]]
     assert len(phases) >= 2
     assert [p["name"] for p in report["phases"]] == phases
+
+
+def test_gantt_draws_a_phase_under_way_up_to_the_last_event() -> None:
+    from datetime import date
+
+    from core.research.plots import ACTUAL, PLANNED, gantt_bars
+
+    def phase(name: str, **dates: str | None) -> dict[str, str | None]:
+        keys = ("planned_start", "planned_end", "actual_start", "actual_end")
+        return {"name": name, **{k: dates.get(k) for k in keys}}
+
+    report = {
+        "last": "2026-03-10T09:00:00.000Z",
+        "phases": [
+            phase(
+                "Innsikt",
+                planned_start="2026-01-01",
+                planned_end="2026-02-01",
+                actual_start="2026-01-15",
+            ),
+            phase("Plan", planned_start="2026-02-01"),
+        ],
+    }
+    bars = gantt_bars(report)
+    day = date.fromisoformat
+    # Rows from the top: "Plan" is row 0 (planned only, one day), "Innsikt" row 1.
+    assert (0.15, day("2026-02-01").toordinal(), 1, PLANNED) in bars
+    assert (1.15, day("2026-01-01").toordinal(), 31, PLANNED) in bars
+    assert (0.85, day("2026-01-15").toordinal(), 54, ACTUAL) in bars
+    assert len(bars) == 3
