@@ -53,6 +53,27 @@ def key_id(key: bytes) -> str:
     return hmac.new(key, b"vidda-export-key-id", hashlib.sha256).hexdigest()[:16]
 
 
+_WORD = re.compile(r"[^\W\d_]+(?:[-'’][^\W\d_]+)*")
+
+
+def name_parts(name: str) -> list[str]:
+    """How a person's name may also appear in free text: the name before a
+    comma (what follows is a role: "Ivar Torset, næringssjef") and each of
+    its capitalised words, hyphenated ones also by part ("Anne-Marie":
+    "Anne", "Marie"); punctuation is no part of a word. If no word is
+    capitalised (a name typed in lower case), every word."""
+    head = name.split(",", 1)[0].strip()
+    words = _WORD.findall(head)
+    capital = [w for w in words if w[:1].isupper()] or words
+    parts = [head] if head != name.strip() else []
+    for word in capital:
+        parts.append(word)
+        parts += [
+            p for p in re.split(r"[-'’]", word) if p != word and len(p) > 1 and p[:1].isupper()
+        ]
+    return parts
+
+
 class Redactor:
     """What to replace, learnt from the whole export before anything is written."""
 
@@ -178,7 +199,7 @@ class Redactor:
         # Each word of a name on its own too ("sier Kari." names Kari
         # Nordmann), in any letter case: whole names first, then their parts.
         for name, label in list(swap.items()):
-            for part in name.split():
+            for part in name_parts(name):
                 swap.setdefault(part, label)
         folded: dict[str, str] = {}
         for name, label in swap.items():
