@@ -183,11 +183,12 @@ async def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
         print(f"vidda: error: {exc}", file=sys.stderr)
         return 1
     for plan in sorted(derived.aggregated):
-        print(
-            f"vidda: plan {plan.hex()[:12]}: no research consent ({derived.consent[plan]}): "
-            "exported as aggregate counts only",
-            file=sys.stderr,
+        why = (
+            "the membership log: no exported plan has research consent"
+            if plan == derived.workspace
+            else f"plan {plan.hex()[:12]}: no research consent ({derived.consent[plan]})"
         )
+        print(f"vidda: {why}: exported as aggregate counts only", file=sys.stderr)
     summary = {
         "folder": str(args.out),
         "mode": manifest.mode,

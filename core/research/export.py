@@ -32,7 +32,7 @@ from core.projections.history import Change, changes, timeline
 from core.projections.plan_state import FOLD_VERSION, PlanState, project
 from core.projections.plan_view import entity_view
 from core.research.codebook import ENTITY_TABLE_KINDS, TABLE_BY_NAME
-from core.research.consent import GIVEN, aggregate_rows, consent_of
+from core.research.consent import GIVEN, NONE, aggregate_rows, consent_of
 
 EXPORT_VERSION = "research-export/1"
 
@@ -142,19 +142,36 @@ def derive(source: Source, progress: Progress = _noop) -> Derived:
     tables: dict[str, list[tuple[Any, ...]]] = {name: [] for name in TABLE_BY_NAME}
     consent: dict[bytes, str] = {}
     aggregated: dict[bytes, int] = {}
+    timelines = {plan: timeline(by_plan[plan]) for plan in sorted(by_plan)}
+    states: dict[bytes, PlanState] = {}
     done = 0
-    for plan in sorted(by_plan):
-        events = timeline(by_plan[plan])
+    for plan, events in timelines.items():
+        if plan != source.workspace:
+            states[plan] = project(plan, events)
+            consent[plan] = consent_of(states[plan])
+        done += len(events)
+        progress("fold", done, total)
+    # The membership log names everyone in the workspace: it goes with the
+    # plans, so if no plan may be studied it is counted only, like them, and
+    # the members table is empty (as a verifier deriving from no events
+    # finds it).
+    studied = GIVEN in consent.values()
+    if not studied:
+        members = {}
+    if source.workspace in timelines and not studied:
+        events = timelines.pop(source.workspace)
+        aggregated[source.workspace] = len(events)
+        tables["aggregates"] += aggregate_rows(
+            source.workspace, NONE, events, project(source.workspace, events)
+        )
+    for plan, events in timelines.items():
         if plan == source.workspace:
             diff: dict[bytes, list[Change]] = {}
         else:
-            state = project(plan, events)
-            consent[plan] = consent_of(state)
+            state = states[plan]
             if consent[plan] != GIVEN:
                 aggregated[plan] = len(events)
                 tables["aggregates"] += aggregate_rows(plan, consent[plan], events, state)
-                done += len(events)
-                progress("fold", done, total)
                 continue
             diff = defaultdict(list)
             for ch in changes(events):
@@ -166,8 +183,6 @@ def derive(source: Source, progress: Progress = _noop) -> Derived:
                 Record(ev, diff.get(ev.id, []), source.received.get((plan, env.author, env.seq)))
             )
         heads.extend(_chain_rows(plan, events, members, tables))
-        done += len(events)
-        progress("fold", done, total)
 
     tables["aggregates"] += source.aggregates
     _event_rows(records, members, tables)
@@ -195,6 +210,13 @@ def derive(source: Source, progress: Progress = _noop) -> Derived:
         consent=consent,
         aggregated=aggregated,
     )
+
+
+def counted_only(derived: Derived, plan: bytes) -> str:
+    """Why `plan` is exported as aggregate counts only, in words."""
+    if plan == derived.workspace:
+        return f"membership log {plan.hex()}: no exported plan has research consent"
+    return f"plan {plan.hex()}: research consent {derived.consent[plan]}"
 
 
 def _person(members: dict[bytes, MemberInfo], device: bytes) -> tuple[str | None, str | None]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import msgspec
 
 from core.events.hlc import to_iso
-from core.research.export import Derived, projection_versions
+from core.research.export import Derived, counted_only, projection_versions
 
 MANIFEST = "manifest.json"
 FORMAT = "vidda-research-export/1"
@@ -184,8 +184,7 @@ def export_notes(derived: Derived) -> list[str]:
     """What a reader of this export must know: plans held as counts only,
     and what the privacy mode left out."""
     notes = [
-        f"plan {p.hex()}: research consent {derived.consent[p]}: aggregate counts only "
-        f"({n} events counted, none exported)"
+        f"{counted_only(derived, p)}: aggregate counts only ({n} events counted, none exported)"
         for p, n in sorted(derived.aggregated.items())
     ]
     if derived.redactor is not None:

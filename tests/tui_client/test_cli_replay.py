@@ -77,12 +77,18 @@ def test_consent_withdrawn_exports_counts_only_and_says_so(
     assert shown["fields"]["research_consent"] == "withdrawn"
     proc = dev.run("export", "--out", tmp_path / "x", "--json")
     assert "no research consent (withdrawn)" in proc.stderr and "aggregate" in proc.stderr
-    assert json.loads(proc.stdout)["aggregated_plans"] == [plan]
-    lines = (tmp_path / "x" / "events.jsonl").read_text("utf-8").splitlines()
-    assert plan not in {json.loads(line)["plan"] for line in lines}
+    # No plan may be studied, so the membership log (everyone's name) is
+    # counted only as well: no event and no name in any file.
+    assert "the membership log: no exported plan has research consent" in proc.stderr
+    assert json.loads(proc.stdout)["aggregated_plans"] == sorted([plan, dev.workspace])
+    assert (tmp_path / "x" / "events.jsonl").read_text("utf-8") == ""
+    files = [p for p in (tmp_path / "x").rglob("*") if p.is_file()]
+    assert not any("Bjørn".encode() in p.read_bytes() for p in files)
     manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
     entry = next(p for p in manifest["plans"] if p["plan"] == plan)
     assert entry["content"] == "aggregates" and entry["consent"] == "withdrawn"
+    entry = next(p for p in manifest["plans"] if p["plan"] == dev.workspace)
+    assert entry["content"] == "aggregates" and entry["consent"] is None
     assert vidda(None, "verify-export", tmp_path / "x").returncode == 0
 
 
