@@ -343,6 +343,24 @@ def test_tampering_is_caught_and_named(
     assert any(n.startswith(where) and what in n for n in named), named
 
 
+def test_a_missing_file_does_not_stop_the_others_being_derived_again(
+    small: tuple[Small, Path], tmp_path: Path
+) -> None:
+    """One file gone is that file's problem: the events are still sound,
+    and every other file is still derived again from them and compared."""
+    _, out = small
+    folder = _copy(out, tmp_path / "x")
+    (folder / "parquet" / "phase.parquet").unlink()
+    _flip_byte(folder / "csv" / "events.csv", 300)
+    report = verify_export(folder)
+    assert {(p.file, p.reason) for p in report.problems} >= {
+        ("parquet/phase.parquet", "missing_file"),
+        ("csv/events.csv", "changed"),
+    }
+    assert not any("not sound" in n for n in report.notes), report.notes
+    assert "parquet/actor.parquet" in report.rederived and "events.jsonl" in report.rederived
+
+
 @pytest.mark.parametrize(
     "case",
     ["jsonl person changed", "csv byte changed", "parquet byte changed", "jsonl line removed"],

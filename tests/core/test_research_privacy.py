@@ -246,6 +246,22 @@ def test_consent_given_again_exports_the_plan(world: World, tmp_path: Path) -> N
     assert verify_export(out).ok
 
 
+def test_aggregates_changed_with_the_manifest_rehashed_are_named(
+    exports: dict[str, Path], tmp_path: Path
+) -> None:
+    """No event gives the counts of a plan without consent: a forger who
+    changes aggregates.jsonl and the manifest's hashes makes its other forms
+    disagree, and aggregates.jsonl is named among them."""
+    out = shutil.copytree(exports[FULL], tmp_path / "t")
+    path = out / "aggregates.jsonl"
+    path.write_text(path.read_text("utf-8").replace('"value":6', '"value":60', 1), "utf-8")
+    _rehash(out, decode_manifest((out / MANIFEST).read_bytes()))
+    report = verify_export(out)
+    named = {(p.file, p.reason) for p in report.problems}
+    assert ("aggregates.jsonl", "changed") in named
+    assert ("csv/aggregates.csv", "changed") in named
+
+
 def test_tampered_aggregates_are_caught(exports: dict[str, Path], tmp_path: Path) -> None:
     out = shutil.copytree(exports[FULL], tmp_path / "t")
     path = out / "aggregates.jsonl"
