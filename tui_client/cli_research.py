@@ -203,10 +203,13 @@ async def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
     if args.json:
         emit_json(summary)
     else:
+        counted = sum(1 for p in derived.aggregated if p != derived.workspace)
         print(
-            f"exported {summary['events']} events of {summary['plans']} plan(s) "
-            f"({summary['chains']} chains) to {args.out}: {len(manifest.files)} files "
-            f"({', '.join(manifest.formats)})" + ("" if mode == FULL else f", {mode}")
+            f"exported {summary['events']} events of {summary['plans'] - counted} plan(s) "
+            f"({summary['chains']} chains)"
+            + (f" and counts of {counted} plan(s) without consent" if counted else "")
+            + f" to {args.out}: {len(manifest.files)} files ({', '.join(manifest.formats)})"
+            + ("" if mode == FULL else f", {mode}")
         )
         print(f"content sha256 {manifest.content_sha256}")
     return 0

@@ -90,6 +90,8 @@ def test_consent_withdrawn_exports_counts_only_and_says_so(
     entry = next(p for p in manifest["plans"] if p["plan"] == dev.workspace)
     assert entry["content"] == "aggregates" and entry["consent"] is None
     assert vidda(None, "verify-export", tmp_path / "x").returncode == 0
+    said = dev.run("export", "--out", tmp_path / "y").stdout.splitlines()[0]
+    assert said.startswith("exported 0 events of 0 plan(s) (0 chains) and counts of 1 plan(s) ")
 
 
 def test_pseudonymised_export_and_its_proof_from_the_home(kari: Device, tmp_path: Path) -> None:
