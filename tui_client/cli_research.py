@@ -9,6 +9,7 @@ failed, 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import re
 import secrets
 import sys
 from pathlib import Path
@@ -135,6 +136,8 @@ def _command(mode: str) -> list[str]:
             skip = True
         elif arg.startswith(("--home=", "--export-key=", "--out=")):
             out.append(arg.split("=", 1)[0] + "=…")
+        elif mode == ANONYMISED and re.fullmatch(r"[0-9a-fA-F]{4,32}", arg):
+            out.append("…")  # a plan id (prefix): a linking key
         else:
             out.append(arg)
     return out
@@ -192,7 +195,10 @@ async def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
     summary = {
         "folder": str(args.out),
         "mode": manifest.mode,
-        "aggregated_plans": [p.hex() for p in sorted(derived.aggregated)],
+        "aggregated_plans": [
+            derived.redactor.unlink(p.hex()) if derived.redactor else p.hex()
+            for p in sorted(derived.aggregated)
+        ],
         "formats": manifest.formats,
         "plans": manifest.counts["plans"],
         "events": manifest.counts["events"],
@@ -205,7 +211,7 @@ async def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
     else:
         counted = sum(1 for p in derived.aggregated if p != derived.workspace)
         print(
-            f"exported {summary['events']} events of {summary['plans'] - counted} plan(s) "
+            f"exported {summary['events']} events of {manifest.counts['plans'] - counted} plan(s) "
             f"({summary['chains']} chains)"
             + (f" and counts of {counted} plan(s) without consent" if counted else "")
             + f" to {args.out}: {len(manifest.files)} files ({', '.join(manifest.formats)})"
@@ -261,7 +267,12 @@ async def _against_home(args: argparse.Namespace) -> Any:
             )
     log = await home.open_log()
     try:
-        plans = [bytes.fromhex(p.plan) for p in manifest.plans if not p.membership]
+        if manifest.mode == ANONYMISED:
+            # An anonymised export names no plan: derive every plan of the
+            # log (the default export); an export of some plans differs.
+            plans = [p for p, _ in await log.plans()]
+        else:
+            plans = [bytes.fromhex(p.plan) for p in manifest.plans if not p.membership]
         admins = [bytes.fromhex(a) for a in home.profile().admins]
         snap = await read_snapshot(
             log,

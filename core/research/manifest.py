@@ -120,7 +120,7 @@ def plan_entries(derived: Derived) -> list[PlanEntry]:
         chains.setdefault(h.plan, []).append(entry)
     return [
         PlanEntry(
-            plan=p.hex(),
+            plan=red.unlink(p.hex()) if red is not None else p.hex(),
             membership=p == derived.workspace,
             events=derived.aggregated.get(p, sum(c.seq for c in chains.get(p, []))),
             chains=chains.get(p, []),
@@ -160,7 +160,11 @@ def build_manifest(
         projection=projection_versions(),
         command=command,
         exported_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        workspace=derived.workspace.hex(),
+        workspace=(
+            derived.redactor.unlink(derived.workspace.hex())
+            if derived.redactor is not None
+            else derived.workspace.hex()
+        ),
         admins=[a.hex() for a in derived.admins] if red is None else red.admins(derived.admins),
         formats=list(formats),
         cutoff=Cutoff(
@@ -188,6 +192,7 @@ def export_notes(derived: Derived) -> list[str]:
         for p, n in sorted(derived.aggregated.items())
     ]
     if derived.redactor is not None:
+        notes = [derived.redactor.unlink_text(n) for n in notes]
         notes.append(derived.redactor.note())
     return notes
 

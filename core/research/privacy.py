@@ -35,7 +35,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -53,6 +53,7 @@ def key_id(key: bytes) -> str:
     return hmac.new(key, b"vidda-export-key-id", hashlib.sha256).hexdigest()[:16]
 
 
+_ID_HEX = re.compile(r"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])")
 _WORD = re.compile(r"[^\W\d_]+(?:[-'’][^\W\d_]+)*")
 
 
@@ -90,6 +91,14 @@ class Redactor:
         self._persons: dict[str, str] = {}
         self._actors: dict[str, str] = {}  # personal actor id (hex) -> label
         self._notes: set[str] = set()  # notes about a personal actor (hex ids)
+        # Anonymised: workspace, plan and entity ids (16 bytes, 32 hex) are
+        # labels too: kept, they would join a row to the same row of a full
+        # export or of the log (and a UUIDv7 carries its creation time).
+        self._ids: dict[str, str] = {}
+        if self.anonymous:
+            self._ids[derived.workspace.hex()] = "workspace"
+            plans = [p for p in derived.plans if p != derived.workspace]
+            self._ids.update((p.hex(), f"plan-{n}") for n, p in enumerate(plans, 1))
         self._learn(derived)
         self._scrub = self._scrubber()
 
@@ -122,6 +131,33 @@ class Redactor:
         if label is None:
             label = self._events[event] = f"event-{len(self._events) + 1}"
         return label
+
+    def id_label(self, value: str) -> str:
+        """Anonymised: the label of a 16-byte id (hex); entities are
+        numbered in id order (`tables`), any other in the order met."""
+        label = self._ids.get(value)
+        if label is None:
+            label = self._ids[value] = f"entity-{len(self._ids)}"
+        return label
+
+    def unlink(self, value: Any) -> Any:
+        """Anonymised: every 16-byte id (32 hex) in `value` replaced by its
+        label (`id_label`); otherwise `value` unchanged."""
+        if not self.anonymous:
+            return value
+        if isinstance(value, str):
+            return self.id_label(value) if _ID_HEX.fullmatch(value) else value
+        if isinstance(value, list):
+            return [self.unlink(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self.unlink(v) for k, v in value.items()}
+        return value
+
+    def unlink_text(self, text: str) -> str:
+        """`unlink` for ids inside a sentence (the manifest's notes)."""
+        if not self.anonymous:
+            return text
+        return _ID_HEX.sub(lambda m: self.id_label(m.group(0)), text)
 
     def person(self, name: str | None) -> str | None:
         if name is None:
@@ -277,7 +313,7 @@ class Redactor:
             for c in obj["changes"]
         ]
         obj["signed_bytes"] = None
-        return obj
+        return cast(dict[str, Any], self.unlink(obj))
 
     def tables(self, tables: dict[str, list[tuple[Any, ...]]]) -> None:
         """Rewrite every table in place."""
@@ -344,6 +380,34 @@ class Redactor:
                     )
                 )
             tables[f"{kind}_history"] = hist
+        if self.anonymous:
+            self._unlink_tables(tables)
+
+    def _unlink_tables(self, tables: dict[str, list[tuple[Any, ...]]]) -> None:
+        """Every id cell, and every id inside a JSON cell, as its label;
+        entities numbered in id order first (UUIDv7: creation order)."""
+        from core.research.codebook import ENTITY_TABLE_KINDS, TABLE_BY_NAME
+
+        entities = {
+            r[0 if kind == "plan" else 1] for kind in ENTITY_TABLE_KINDS for r in tables[kind]
+        }
+        for entity in sorted(entities - self._ids.keys()):
+            self.id_label(entity)
+        for name, rows in tables.items():
+            json_at = {i for i, c in enumerate(TABLE_BY_NAME[name].columns) if c.type == "json"}
+            tables[name] = [
+                tuple(
+                    (
+                        json_text(self.unlink(_json.decode(cell)))
+                        if i in json_at and cell is not None and _ID_HEX.search(cell)
+                        else self.unlink(cell)
+                        if isinstance(cell, str)
+                        else cell
+                    )
+                    for i, cell in enumerate(row)
+                )
+                for row in rows
+            ]
 
     def _hex_device(self, value: str | None) -> str | None:
         return None if value is None else self.device(bytes.fromhex(value))

@@ -346,6 +346,16 @@ def test_anonymised_export_has_no_linking_key(world: World, exports: dict[str, P
     assert heads and all(h.startswith("event-") for h in heads)
     # The analysis survives: categories, counts, the other actors' names.
     assert "Distriktssenteret" in text and "residents" in text
+    # Workspace, plan and entity ids would join a row to the same row of a
+    # full export (and a UUIDv7 carries its creation time): labels instead.
+    full = every_text(exports[FULL])
+    source = set(re.findall(r"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])", full))
+    assert world.personal_actor.hex() in source and world.workspace.hex() in source
+    assert not [i for i in source if i in text]
+    assert {line["plan"] for line in lines} >= {"workspace", "plan-1"}
+    actors = {line["entity_id"] for line in lines if line["entity_kind"] == "actor"}
+    assert actors and all(a.startswith("entity-") for a in actors)
+    assert manifest.workspace == "workspace"
 
 
 # --- verify-export ------------------------------------------------------------------------
