@@ -80,7 +80,11 @@ def register(sub: Any) -> None:
 
     p = psub.add_parser("show", help="the whole plan, conflicts included")
     p.add_argument("plan")
-    p.add_argument("--as-of", help="ISO time or event id (prefix): the plan as it was then")
+    p.add_argument(
+        "--as-of",
+        help="ISO time (no zone: UTC; a date alone: its first moment, 00:00) or event id "
+        "(prefix): the plan as it was then",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_show)
 
