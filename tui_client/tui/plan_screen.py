@@ -10,7 +10,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Label, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Header, Label, Static, TabbedContent, TabPane
 
 from core.projections.positions import key_between
 from tui_client.tui.actors import ActorCompareScreen, actor_grid, phase_ends
@@ -27,7 +27,7 @@ from tui_client.tui.history import (
 from tui_client.tui.history_load import HistoryLoad, read_history
 from tui_client.tui.layout import ENTITY_TABS, PLAN_FIELDS
 from tui_client.tui.report import ReportScreen
-from tui_client.tui.status_line import StatusLine
+from tui_client.tui.status_line import status_bar
 
 if TYPE_CHECKING:
     from tui_client.tui.app import ViddaApp
@@ -99,8 +99,7 @@ class PlanScreen(Screen[None]):
             with TabPane(t("history"), id="tab-history"):
                 yield Label("", id="history-filter")
                 yield DataTable(id="history", cursor_type="row")
-        yield StatusLine(id="status")
-        yield Footer()
+        yield status_bar()
 
     async def on_mount(self) -> None:
         await self.reload()

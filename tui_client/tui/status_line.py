@@ -1,11 +1,17 @@
-"""The status line: sync state, events pending, last contact; always visible."""
+"""The status line: sync state, events pending, last contact; always visible.
+
+Every screen ends with `status_bar()`: the status line above the key
+footer, both in one container docked at the bottom. (Two widgets docked at
+the same edge overlap in Textual: docked on its own, the status line sat
+under the footer and was never seen.)"""
 
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING
 
-from textual.widgets import Static
+from textual.containers import Vertical
+from textual.widgets import Footer, Static
 
 if TYPE_CHECKING:
     from tui_client.tui.app import ViddaApp
@@ -27,3 +33,8 @@ class StatusLine(Static):
         if st.error:
             line += f" · {st.error}"
         self.update(line)
+
+
+def status_bar() -> Vertical:
+    """The status line and the footer, stacked at the bottom of a screen."""
+    return Vertical(StatusLine(id="status"), Footer(), id="status-bar")
