@@ -11,7 +11,9 @@ import time
 from typing import TYPE_CHECKING
 
 from textual.containers import Vertical
-from textual.widgets import Footer, Static
+from textual.widgets import Static
+
+from tui_client.tui.key_footer import KeyFooter
 
 if TYPE_CHECKING:
     from tui_client.tui.app import ViddaApp
@@ -37,4 +39,4 @@ class StatusLine(Static):
 
 def status_bar() -> Vertical:
     """The status line and the footer, stacked at the bottom of a screen."""
-    return Vertical(StatusLine(id="status"), Footer(), id="status-bar")
+    return Vertical(StatusLine(id="status"), KeyFooter(), id="status-bar")
