@@ -54,7 +54,7 @@ class ViddaApp(App[None]):
     CSS = """
     #dialog { width: 80; height: auto; max-height: 100%; padding: 1 2; border: thick $accent;
               background: $surface; overflow-y: auto; }
-    EditDialog, FormDialog, ResolveDialog, ConfirmDialog { align: center middle; }
+    FormDialog, ResolveDialog, ConfirmDialog { align: center middle; }
     #history-filter, #when, #compare-title { padding: 0 1; }
     #status-bar { dock: bottom; height: auto; }
     #status-bar Footer { dock: none; }

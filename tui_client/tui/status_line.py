@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING
 
 from textual.containers import Vertical
+from textual.widget import Widget
 from textual.widgets import Static
 
 from tui_client.tui.key_footer import KeyFooter
@@ -37,6 +38,7 @@ class StatusLine(Static):
         self.update(line)
 
 
-def status_bar() -> Vertical:
-    """The status line and the footer, stacked at the bottom of a screen."""
-    return Vertical(StatusLine(id="status"), KeyFooter(), id="status-bar")
+def status_bar(*above: Widget) -> Vertical:
+    """The status line and the footer, stacked at the bottom of a screen
+    (with `above` them, if given: the line that edits a field in place)."""
+    return Vertical(*above, StatusLine(id="status"), KeyFooter(), id="status-bar")
