@@ -4,8 +4,9 @@ The plan screen used to clear and refill its tables after every edit: on a
 big plan that is a hundred rows re-added and measured for one changed cell,
 and the cursor jumped back to the first row. `ShownTable.show` takes the
 whole wanted content (columns, and rows by key) and, when the columns and
-the row keys are the same as on screen, updates just the changed cells;
-otherwise it rebuilds, keeping the cursor on the same row number.
+the row keys are the same as on screen, updates just the changed cells
+(and sorts the rows in place if only their order changed); otherwise it
+rebuilds, keeping the cursor on the same row number.
 """
 
 from __future__ import annotations
@@ -26,14 +27,15 @@ class ShownTable(DataTable[str]):
     def show(self, columns: Sequence[str], rows: Sequence[Row]) -> None:
         """Make the table hold exactly `rows` under `columns` (labels)."""
         wanted = {key: tuple(cells) for key, cells in rows}
-        if tuple(columns) == self._columns_shown and list(wanted) == list(self._rows_shown):
+        if tuple(columns) == self._columns_shown and wanted.keys() == self._rows_shown.keys():
             for key, cells in wanted.items():
                 old = self._rows_shown[key]
                 for i, (new, was) in enumerate(zip(cells, old, strict=True)):
                     if new != was:
                         self.update_cell(key, str(i), new, update_width=True)
-            self._rows_shown = wanted
-            return
+            if list(wanted) == list(self._rows_shown) or self._reorder(wanted):
+                self._rows_shown = wanted
+                return
         row = self.cursor_row
         self.clear(columns=tuple(columns) != self._columns_shown)
         if tuple(columns) != self._columns_shown:
@@ -44,3 +46,13 @@ class ShownTable(DataTable[str]):
         self._columns_shown, self._rows_shown = tuple(columns), wanted
         if wanted:
             self.move_cursor(row=min(row, len(wanted) - 1))
+
+    def _reorder(self, wanted: dict[str, tuple[str, ...]]) -> bool:
+        """The same rows in another order (an activity moved up or down):
+        sorted in place when every row's cells differ from the others' (the
+        table's sort sees cells, not row keys); False: rebuild instead."""
+        where = {cells: i for i, cells in enumerate(wanted.values())}
+        if len(where) != len(wanted):
+            return False
+        self.sort(key=lambda cells: where[tuple(cells)])
+        return True
