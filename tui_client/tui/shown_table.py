@@ -37,10 +37,9 @@ class ShownTable(DataTable[str]):
                 self._rows_shown = wanted
                 return
         row = self.cursor_row
-        self.clear(columns=tuple(columns) != self._columns_shown)
-        if tuple(columns) != self._columns_shown:
-            for i, label in enumerate(columns):
-                self.add_column(label, key=str(i))
+        self.clear(columns=True)  # columns too: their widths start from the new rows
+        for i, label in enumerate(columns):
+            self.add_column(label, key=str(i))
         for key, cells in wanted.items():
             self.add_row(*cells, key=key)
         self._columns_shown, self._rows_shown = tuple(columns), wanted
