@@ -10,9 +10,13 @@ timed presses, untimed:
 * start: the app up with the plan list (`Workspace.summaries`), once;
 * open the plan: Enter on the list until the plan screen is filled; the first
   open (the plan's state read from its checkpoint) apart from later ones;
-* edit: Enter in the title dialog until the overview shows the new title:
-  one signed event appended in one durable transaction (synchronous=FULL),
-  the fold extended, the screen redrawn;
+* edit in place: Enter on the title's edit line (`e` on the overview)
+  until the overview shows the new title: one signed event appended in one
+  durable transaction (synchronous=FULL), the fold extended, the screen
+  redrawn;
+* edit in a form: Enter in an activity's form dialog (`e` on the
+  activities tab) until the activities table shows the new title (the same,
+  plus closing a modal screen);
 * edit by a key: shift+down on the activities tab moves an activity down
   (one ActivityMoved event, durable, the list redrawn, the cursor on it);
 * history: the history tab shown (the newest rows, then every change of the
@@ -94,7 +98,7 @@ async def key(pilot: Any, name: str) -> None:
 
 async def run(home: Home, edits: int, steps: int, opens: int) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {
-        k: [] for k in ("start", "open", "reopen", "edit", "reorder", "step")
+        k: [] for k in ("start", "open", "reopen", "edit", "form", "reorder", "step")
     }
     app = ViddaApp(home, sync=False)
     started = time.perf_counter()
@@ -128,7 +132,27 @@ async def run(home: Home, edits: int, steps: int, opens: int) -> dict[str, list[
         screen.query_one("#tabs", TabbedContent).active = "tab-activities"
         await pilot.pause()
         table = screen.query_one("#activities", DataTable)
+        table.focus()
         table.move_cursor(row=0)
+        await pilot.pause()
+        for n in range(edits):
+            await pilot.press("e")  # the activity's form
+            await pilot.pause()
+            title = f"Folkemøte, runde {n}"
+            app.screen.query_one("#f_title", Input).value = title
+            app.screen.query(Input).last().focus()
+            await pilot.pause()
+            fresh_heap()
+            t0 = time.perf_counter()
+            await key(pilot, "enter")  # Enter in the last field saves the form
+            await until(
+                pilot,
+                lambda title=title: (
+                    app.screen is screen and table.get_row_at(table.cursor_row)[1] == title
+                ),
+            )
+            out["form"].append(time.perf_counter() - t0)
+            await pilot.pause()
         for _ in range(edits):
             if table.cursor_row >= len(screen.data["activities"]) - 1:
                 table.move_cursor(row=0)
@@ -195,6 +219,7 @@ def main() -> None:
     targets = {
         "open": OPEN_TARGET,
         "edit": EDIT_TARGET,
+        "form": EDIT_TARGET,
         "reorder": EDIT_TARGET,
         "step": STEP_TARGET,
     }
@@ -202,7 +227,8 @@ def main() -> None:
         "start": "app start to the plan list",
         "open": "open the plan (first)",
         "reopen": "open the plan again",
-        "edit": "edit in a dialog: Enter → durable, shown",
+        "edit": "edit in place: Enter → durable, shown",
+        "form": "edit in a form dialog: Enter → durable, shown",
         "reorder": "edit by a key (shift+↓ moves an activity)",
         "history_tab": "history tab: the newest rows shown (worker)",
         "history_read": "history tab: every row read (worker)",

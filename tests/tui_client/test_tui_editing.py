@@ -80,11 +80,15 @@ async def test_reorder_activities_and_move_one_to_the_next_phase(tmp_path: Path)
         titles = [a["fields"]["title"] for a in screen.data["activities"]]
         table = screen.query_one("#activities", DataTable)
         table.move_cursor(row=0)
+        rows = dict(table.rows)
         await pilot.press("shift+down")
         await pilot.pause()
         now = [a["fields"]["title"] for a in screen.data["activities"]]
         assert now == [titles[1], titles[0], *titles[2:]]
         assert table.cursor_row == 1  # the cursor went with it
+        # Shown in the new order, the rows sorted in place (not all added again).
+        assert [table.get_row_at(i)[1] for i in range(len(now))] == now
+        assert all(table.rows[key] is row for key, row in rows.items())
         body = (await _events(app, fixed.plan))[-1].body
         assert (
             isinstance(body, ActivityMoved)

@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Label
+from textual.widgets import DataTable, Header, Label
 
 from core.events.hlc import wall_ms
 from core.projections.plan_view import view
 from core.store.time_travel import state_as_of
 from tui_client.tui.bindings import localise
 from tui_client.tui.cells import cell_text
-from tui_client.tui.status_line import StatusLine
+from tui_client.tui.status_line import status_bar
 
 if TYPE_CHECKING:
     from tui_client.tui.app import ViddaApp
@@ -115,8 +115,7 @@ class ActorCompareScreen(Screen[None]):
         yield Header()
         yield Label("", id="compare-title")
         yield DataTable(id="compare", cursor_type="row")
-        yield StatusLine(id="status")
-        yield Footer()
+        yield status_bar()
 
     async def on_mount(self) -> None:
         await self.show()

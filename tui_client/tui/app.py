@@ -54,9 +54,11 @@ class ViddaApp(App[None]):
     CSS = """
     #dialog { width: 80; height: auto; max-height: 100%; padding: 1 2; border: thick $accent;
               background: $surface; overflow-y: auto; }
-    EditDialog, FormDialog, ResolveDialog, ConfirmDialog { align: center middle; }
+    FormDialog, ResolveDialog, ConfirmDialog { align: center middle; }
     #history-filter, #when, #compare-title { padding: 0 1; }
-    #status { dock: bottom; height: 1; background: $panel; color: $text; padding: 0 1; }
+    #status-bar { dock: bottom; height: auto; }
+    #status-bar Footer { dock: none; }
+    #status { height: 1; background: $panel; color: $text; padding: 0 1; }
     #empty { padding: 1 2; }
     SetupScreen, UnlockScreen { align: center middle; }
     """

@@ -1,4 +1,4 @@
-"""Dialogs of the terminal app: editing a field or a form, confirming,
+"""Dialogs of the terminal app: editing a form, confirming,
 resolving a conflict, first-run setup, unlocking the key, settings."""
 
 from __future__ import annotations
@@ -27,34 +27,6 @@ def _text(value: Any) -> str:
 
 
 # --- dialogs -----------------------------------------------------------------------------------
-
-
-class EditDialog(ModalScreen[str | None]):
-    """One line of text for one field; Enter saves, Escape cancels."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
-
-    def __init__(self, label: str, value: str) -> None:
-        super().__init__()
-        self.label, self.value = label, value
-
-    def compose(self) -> ComposeResult:
-        t = self.app.t  # type: ignore[attr-defined]
-        with Vertical(id="dialog"):
-            yield Label(self.label)
-            yield Input(value=self.value, id="value")
-            yield Label("", id="error")
-            yield Button(t("save"), variant="primary", id="save")
-            yield Button(t("cancel"), id="cancel")
-
-    @on(Input.Submitted)
-    @on(Button.Pressed, "#save")
-    def save(self) -> None:
-        self.dismiss(self.query_one("#value", Input).value)
-
-    @on(Button.Pressed, "#cancel")
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
 
 class ConfirmDialog(ModalScreen[bool]):

@@ -19,7 +19,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import DataTable, Footer, Header, Label
+from textual.widgets import DataTable, Header, Label
 
 from core.events.envelope import Event
 from core.projections.plan_state import PlanState, evolve, restore, snapshot
@@ -31,7 +31,7 @@ from tui_client.tui.bindings import localise
 from tui_client.tui.cells import cell_text
 from tui_client.tui.history_load import TimelineFold
 from tui_client.tui.layout import PLAN_FIELDS
-from tui_client.tui.status_line import StatusLine
+from tui_client.tui.status_line import status_bar
 
 if TYPE_CHECKING:
     from tui_client.tui.app import ViddaApp
@@ -285,8 +285,7 @@ class AsOfScreen(Screen[None]):
         yield Header()
         yield Label("", id="when")
         yield DataTable(id="asof", cursor_type="row")
-        yield StatusLine(id="status")
-        yield Footer()
+        yield status_bar()
 
     async def on_mount(self) -> None:
         await self.show()

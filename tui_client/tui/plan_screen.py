@@ -10,13 +10,14 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Label, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Header, Label, Static, TabbedContent, TabPane
 
 from core.projections.positions import key_between
 from tui_client.tui.actors import ActorCompareScreen, actor_grid, phase_ends
 from tui_client.tui.bindings import localise
 from tui_client.tui.cells import EDIT_ERRORS, cell_text, form_fields, form_text
-from tui_client.tui.dialogs import ConfirmDialog, EditDialog, FormDialog, ResolveDialog
+from tui_client.tui.dialogs import ConfirmDialog, FormDialog, ResolveDialog
+from tui_client.tui.field_editor import FieldEditor
 from tui_client.tui.history import (
     HISTORY_ROWS,
     AsOfScreen,
@@ -27,7 +28,8 @@ from tui_client.tui.history import (
 from tui_client.tui.history_load import HistoryLoad, read_history
 from tui_client.tui.layout import ENTITY_TABS, PLAN_FIELDS
 from tui_client.tui.report import ReportScreen
-from tui_client.tui.status_line import StatusLine
+from tui_client.tui.shown_table import Row, ShownTable
+from tui_client.tui.status_line import status_bar
 
 if TYPE_CHECKING:
     from tui_client.tui.app import ViddaApp
@@ -43,6 +45,11 @@ def slot(keys: list[str | None], index: int) -> str:
         later = [k for k in keys[index:] if k is not None and k > before]
         after = later[0] if later else None
     return key_between(before, after)
+
+
+def span(fields: dict[str, Any], which: str) -> str:
+    """A phase's planned or actual dates, start → end."""
+    return f"{cell_text(fields.get(which + '_start'))} → {cell_text(fields.get(which + '_end'))}"
 
 
 class PlanScreen(Screen[None]):
@@ -86,21 +93,20 @@ class PlanScreen(Screen[None]):
         yield Header()
         with TabbedContent(id="tabs"):
             with TabPane(t("overview"), id="tab-overview"):
-                yield DataTable(id="overview", cursor_type="row")
+                yield ShownTable(id="overview")
             with TabPane(t("phases"), id="tab-phases"):
-                yield DataTable(id="phases", cursor_type="row")
+                yield ShownTable(id="phases")
             for group, (_kind, _cols) in ENTITY_TABS.items():
                 with TabPane(t(group), id=f"tab-{group}"):
-                    yield DataTable(id=group, cursor_type="row")
+                    yield ShownTable(id=group)
                     if group == "actors":
                         yield Static(id="actor-grid")
             with TabPane(t("conflicts"), id="tab-conflicts"):
-                yield DataTable(id="conflicts", cursor_type="row")
+                yield ShownTable(id="conflicts")
             with TabPane(t("history"), id="tab-history"):
                 yield Label("", id="history-filter")
                 yield DataTable(id="history", cursor_type="row")
-        yield StatusLine(id="status")
-        yield Footer()
+        yield status_bar(FieldEditor())
 
     async def on_mount(self) -> None:
         await self.reload()
@@ -149,40 +155,51 @@ class PlanScreen(Screen[None]):
         t = self.app.t  # type: ignore[attr-defined]
         f = self.data["fields"]
         marks = set(self.data.get("plan_conflicts", []))
-        ov = self.query_one("#overview", DataTable)
-        ov.clear(columns=True)
-        ov.add_columns(t("field"), t("value"))
-        for name in PLAN_FIELDS:
-            mark = " ⚠" if name in marks else ""
-            ov.add_row(t(f"field_{name}") + mark, cell_text(f.get(name)), key=name)
+        rows = [
+            (name, (t(f"field_{name}") + (" ⚠" if name in marks else ""), cell_text(f.get(name))))
+            for name in PLAN_FIELDS
+        ]
+        self.query_one("#overview", ShownTable).show((t("field"), t("value")), rows)
 
     def _fill_phases(self) -> None:
         t = self.app.t  # type: ignore[attr-defined]
         self.phase_rows = []
-        ph = self.query_one("#phases", DataTable)
-        ph.clear(columns=True)
-        ph.add_columns(t("phase"), t("status"), t("planned"), t("actual"))
+        rows: list[Row] = []
         needs: dict[Any, list[dict[str, Any]]] = {}
         for need in self.data["needs"]:
             needs.setdefault(need["fields"].get("phase"), []).append(need)
         for number, phase in enumerate(self.data["phases"], 1):
             pf = phase["fields"]
-            ph.add_row(
-                f"{number}. {cell_text(pf.get('name'))}" + (" ⚠" if phase.get("conflicts") else ""),
-                cell_text(pf.get("status")),
-                f"{cell_text(pf.get('planned_start'))} → {cell_text(pf.get('planned_end'))}",
-                f"{cell_text(pf.get('actual_start'))} → {cell_text(pf.get('actual_end'))}",
+            rows.append(
+                (
+                    phase["id"],
+                    (
+                        f"{number}. {cell_text(pf.get('name'))}"
+                        + (" ⚠" if phase.get("conflicts") else ""),
+                        cell_text(pf.get("status")),
+                        span(pf, "planned"),
+                        span(pf, "actual"),
+                    ),
+                )
             )
             self.phase_rows.append(("phase", phase["id"]))
             for need in needs.get(phase["id"], []):
                 nf = need["fields"]
-                ph.add_row(
-                    f"    {t('need_' + str(nf.get('kind')))}: {cell_text(nf.get('text'))}",
-                    cell_text(nf.get("status")),
-                    "",
-                    "",
+                rows.append(
+                    (
+                        need["id"],
+                        (
+                            f"    {t('need_' + str(nf.get('kind')))}: {cell_text(nf.get('text'))}"
+                            + (" ⚠" if need.get("conflicts") else ""),
+                            cell_text(nf.get("status")),
+                            "",
+                            "",
+                        ),
+                    )
                 )
                 self.phase_rows.append(("need", need["id"]))
+        columns = (t("phase"), t("status"), t("planned"), t("actual"))
+        self.query_one("#phases", ShownTable).show(columns, rows)
 
     def _fill_entities(self, group: str) -> None:
         t = self.app.t  # type: ignore[attr-defined]
@@ -192,10 +209,7 @@ class PlanScreen(Screen[None]):
             "sub_goal": {x["id"]: x["fields"].get("text", "") for x in self.data["sub_goals"]},
         }
         cols = ENTITY_TABS[group][1]
-        table = self.query_one(f"#{group}", DataTable)
-        row = table.cursor_row
-        table.clear(columns=True)
-        table.add_columns(*(t(f"col_{c}") for c in cols))
+        rows: list[Row] = []
         for ent in self.data[group]:
             ef = ent["fields"]
             cells = []
@@ -204,24 +218,22 @@ class PlanScreen(Screen[None]):
                 if c in labels and value:
                     value = labels[c].get(value, value)
                 cells.append(cell_text(value) + (" ⚠" if c in ent.get("conflicts", ()) else ""))
-            table.add_row(*cells, key=ent["id"])
-        if self.data[group]:
-            table.move_cursor(row=min(row, len(self.data[group]) - 1))
+            rows.append((ent["id"], cells))
+        self.query_one(f"#{group}", ShownTable).show([t(f"col_{c}") for c in cols], rows)
         if group == "actors":
             self.query_one("#actor-grid", Static).update(actor_grid(self.data["actors"], t))
 
     def _fill_conflicts(self) -> None:
         app: ViddaApp = self.app  # type: ignore[assignment]
         t = app.t
-        conf = self.query_one("#conflicts", DataTable)
-        conf.clear(columns=True)
-        conf.add_columns(t("what"), t("value"), t("who"))
+        rows: list[Row] = []
         for i, c in enumerate(self.data["conflicts"]):
             values = " | ".join(cell_text(v["value"]) for v in c["values"])
             who = ", ".join(
                 app.workspace.names.get(v["author"], v["author"][:8]) for v in c["values"]
             )
-            conf.add_row(f"{c['kind']} · {c['field']}", values, who, key=str(i))
+            rows.append((str(i), (f"{c['kind']} · {c['field']}", values, who)))
+        self.query_one("#conflicts", ShownTable).show((t("what"), t("value"), t("who")), rows)
 
     def forget_history(self) -> None:
         """The plan changed: the history read (or being read) is stale."""
@@ -349,13 +361,10 @@ class PlanScreen(Screen[None]):
         else:
             return
 
-        async def done(text: str | None) -> None:
-            if text is None:
-                return
-            await self._write(app.workspace.set_field(self.plan, kind, entity, field, text))
+        async def save(text: str) -> bool:
+            return await self._write(app.workspace.set_field(self.plan, kind, entity, field, text))
 
-        label = app.t(f"field_{field}")
-        self.app.push_screen(EditDialog(label, "" if current is None else str(current)), done)
+        self.query_one(FieldEditor).open(app.t(f"field_{field}"), form_text(current), save)
 
     def _entity(self, kind: str, hex_id: str) -> dict[str, Any]:
         group = {"phase": "phases", "need": "needs", "activity": "activities"}[kind]
@@ -378,15 +387,15 @@ class PlanScreen(Screen[None]):
             return
         phase = self._current_phase()
 
-        async def done(text: str | None) -> None:
-            if not text:
-                return
+        async def save(text: str) -> bool:
+            if not text.strip():
+                return True  # nothing to add: the line just closes
             texts = {"kind": kind, "text": text}
             if phase:
                 texts["phase"] = phase
-            await self._write(app.workspace.add(self.plan, "need", texts))
+            return await self._write(app.workspace.add(self.plan, "need", texts))
 
-        self.app.push_screen(EditDialog(app.t(f"need_{kind}"), ""), done)
+        self.query_one(FieldEditor).open(app.t(f"need_{kind}"), "", save)
 
     async def action_to_phase(self, step: int) -> None:
         """Move the selected need (phases tab, the tablecloth) or activity
@@ -612,15 +621,16 @@ class PlanScreen(Screen[None]):
 
         self.app.push_screen(ResolveDialog(conflict, app.workspace.names), done)
 
-    async def _write(self, edit: Any, select: str | None = None) -> None:
+    async def _write(self, edit: Any, select: str | None = None) -> bool:
         """Append (durably) first, then show; `select`: keep the cursor on that
-        entity wherever it moved to."""
+        entity wherever it moved to. False if the edit was refused (said in a
+        notification; nothing written)."""
         app: ViddaApp = self.app  # type: ignore[assignment]
         try:
             event = await edit
         except EDIT_ERRORS as exc:
             app.notify(str(exc), severity="error")
-            return
+            return False
         app.notify(app.t("saved", event=event.id.hex()[:12]))
         app.local_change()
         await self.reload()
@@ -632,3 +642,4 @@ class PlanScreen(Screen[None]):
                 rows = [e["id"] for e in self.data.get(group, [])]
             if select in rows:
                 self.query_one(f"#{group}", DataTable).move_cursor(row=rows.index(select))
+        return True

@@ -8,12 +8,12 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Label
+from textual.widgets import DataTable, Header, Label
 
 from tui_client.tui.bindings import localise
 from tui_client.tui.cells import EDIT_ERRORS
 from tui_client.tui.dialogs import ConfirmDialog, FormDialog
-from tui_client.tui.status_line import StatusLine
+from tui_client.tui.status_line import status_bar
 from tui_client.tui.workspace import PlanSummary
 
 if TYPE_CHECKING:
@@ -38,8 +38,7 @@ class PlansScreen(Screen[None]):
         yield Header()
         yield Label("", id="empty")
         yield DataTable(id="plans", cursor_type="row")
-        yield StatusLine(id="status")
-        yield Footer()
+        yield status_bar()
 
     async def on_mount(self) -> None:
         await self.refresh_plans()

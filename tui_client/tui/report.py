@@ -15,12 +15,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
 from core.research.report import plan_report
 from core.research.report_text import render_report
 from tui_client.tui.bindings import localise
-from tui_client.tui.status_line import StatusLine
+from tui_client.tui.status_line import status_bar
 
 if TYPE_CHECKING:
     from tui_client.tui.app import ViddaApp
@@ -56,8 +56,7 @@ class ReportScreen(Screen[None]):
         yield Header()
         with VerticalScroll(id="report-scroll"):
             yield Static("", id="report", markup=False)
-        yield StatusLine(id="status")
-        yield Footer()
+        yield status_bar()
 
     def on_mount(self) -> None:
         app: ViddaApp = self.app  # type: ignore[assignment]

@@ -1,11 +1,20 @@
-"""The status line: sync state, events pending, last contact; always visible."""
+"""The status line: sync state, events pending, last contact; always visible.
+
+Every screen ends with `status_bar()`: the status line above the key
+footer, both in one container docked at the bottom. (Two widgets docked at
+the same edge overlap in Textual: docked on its own, the status line sat
+under the footer and was never seen.)"""
 
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING
 
+from textual.containers import Vertical
+from textual.widget import Widget
 from textual.widgets import Static
+
+from tui_client.tui.key_footer import KeyFooter
 
 if TYPE_CHECKING:
     from tui_client.tui.app import ViddaApp
@@ -27,3 +36,9 @@ class StatusLine(Static):
         if st.error:
             line += f" · {st.error}"
         self.update(line)
+
+
+def status_bar(*above: Widget) -> Vertical:
+    """The status line and the footer, stacked at the bottom of a screen
+    (with `above` them, if given: the line that edits a field in place)."""
+    return Vertical(*above, StatusLine(id="status"), KeyFooter(), id="status-bar")

@@ -19,7 +19,7 @@ from core.events.envelope import Event
 from core.events.hlc import pack, to_iso
 from core.projections.history import changes, timeline
 from core.projections.plan_state import PlanState, evolve
-from core.projections.plan_view import conflicts, view
+from core.projections.plan_view import Memo, conflicts, view
 from core.replication.client import pending_events
 from core.store.event_log import EventLog
 from tui_client.home import Home
@@ -45,7 +45,7 @@ class Workspace:
         self.states: dict[bytes, PlanState] = {}
         # Entity views kept between edits (see `plan_view.view`): an edit
         # redraws the entities it touched, not the whole plan.
-        self.memos: dict[bytes, dict[tuple[str, bytes], dict[str, Any]]] = {}
+        self.memos: dict[bytes, Memo] = {}
         self.names: dict[str, str] = {}
         # Each plan's events in time-line order, kept once the history was read
         # (time travel steps through them in memory).
