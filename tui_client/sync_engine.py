@@ -213,8 +213,10 @@ class SyncEngine:
                     if isinstance(problem, m.ProtocolError):
                         self.status.state, self.status.error = "error", str(problem)
                         return
-                    if problem is not None:
-                        raise problem  # ConnectionClosed when the link went
+                    if problem is not None and not session.closed:
+                        # The link went (ConnectionClosed). After a refusal or
+                        # a failure the server closes: that is no news.
+                        raise problem
                 if live and time.monotonic() >= next_poll:
                     next_poll = time.monotonic() + self.poll_seconds
                     self._changed.set()  # other processes may have written: look

@@ -262,8 +262,9 @@ class ClientSession:
             for _, report in batches:
                 self.status.received += len(report.accepted)
                 if fold is not None:
-                    for ev in report.accepted:
-                        evolve(fold, ev)
+                    with checkpoints.gc_paused():  # the growing state, rescanned
+                        for ev in report.accepted:
+                            evolve(fold, ev)
                 for r in report.rejected + report.evidence:
                     self.status.rejected.append(
                         SyncProblem(plan.hex(), -1, r.reason, f"from the server: {r.message}")
