@@ -27,6 +27,11 @@ from core.replication.client import ClientSession, SyncStatus, backoff_delay, pe
 from core.store.event_log import EventLog
 from core.sync import messages as m
 
+# Catch-up frames already received when the session is ready for more are
+# stored together, up to this many in one transaction (group commit; see
+# core.replication.client). Bounded: a frame is at most MAX_FRAME_BYTES.
+GROUP_FRAMES = 4
+
 
 class SyncEngine:
     def __init__(
@@ -38,6 +43,7 @@ class SyncEngine:
         on_status: Callable[[SyncStatus], None] | None = None,
         poll_seconds: float = 1.0,
         open_timeout: float = 10.0,
+        group_frames: int = GROUP_FRAMES,
     ) -> None:
         self.log = log
         self.signer = signer
@@ -46,6 +52,7 @@ class SyncEngine:
         self.on_status = on_status
         self.poll_seconds = poll_seconds
         self.open_timeout = open_timeout
+        self.group_frames = group_frames
         self.attempts = 0
         self._connected = False
         self.admins: list[bytes] = []  # the workspace's admin keys, from the server
@@ -145,9 +152,15 @@ class SyncEngine:
                 self._connected = False
 
     async def _exchange(self, ws: ClientConnection, *, live: bool) -> None:
-        session = ClientSession(self.log, self.signer, self.status)
+        session = ClientSession(self.log, self.signer, self.status, group_frames=self.group_frames)
         self.status.error = ""
         await self._flush(ws, session)
+        # A reader task keeps taking frames off the socket while the session
+        # stores the ones before (a bounded queue: a slow store still slows
+        # the server down); the frames waiting when the session is ready are
+        # handed over together.
+        frames: asyncio.Queue[bytes | str | BaseException] = asyncio.Queue(self.group_frames)
+        reader = asyncio.ensure_future(_read_frames(ws, frames))
         receiving: asyncio.Future[Any] | None = None
         next_poll = time.monotonic() + self.poll_seconds
         try:
@@ -158,7 +171,7 @@ class SyncEngine:
                     await self._flush(ws, session)
                     continue
                 if receiving is None:
-                    receiving = asyncio.ensure_future(ws.recv())
+                    receiving = asyncio.ensure_future(frames.get())
                 # Wake for a frame, stop(), and when live for a local edit or
                 # the poll tick (however busy the socket is).
                 waiters: set[asyncio.Future[Any]] = {
@@ -175,19 +188,35 @@ class SyncEngine:
                 for waiter in waiters - {receiving}:
                     waiter.cancel()
                 if receiving in done:
-                    frame = receiving.result()  # raises ConnectionClosed when the link went
+                    got = [receiving.result()]
                     receiving = None
-                    try:
-                        message = m.decode_from_server(frame)
-                    except m.ProtocolError as exc:
-                        self.status.state, self.status.error = "error", str(exc)
-                        return
-                    await session.receive(message)
-                    if isinstance(message, m.Welcome):
-                        self.admins = list(message.admins)
-                    if isinstance(message, m.Acked):
+                    while len(got) < self.group_frames and not frames.empty():
+                        got.append(frames.get_nowait())
+                    messages: list[m.ServerMessage] = []
+                    problem: BaseException | None = None
+                    for frame in got:
+                        if isinstance(frame, BaseException):
+                            problem = frame  # the link went: keep what came before
+                            break
+                        try:
+                            messages.append(m.decode_from_server(frame))
+                        except m.ProtocolError as exc:
+                            problem = exc
+                            break
+                    await session.receive_many(messages)
+                    for message in messages:
+                        if isinstance(message, m.Welcome):
+                            self.admins = list(message.admins)
+                    if any(isinstance(message, m.Acked) for message in messages):
                         await self.refresh_pending()
                     self._report()
+                    if isinstance(problem, m.ProtocolError):
+                        self.status.state, self.status.error = "error", str(problem)
+                        return
+                    if problem is not None and not session.closed:
+                        # The link went (ConnectionClosed). After a refusal or
+                        # a failure the server closes: that is no news.
+                        raise problem
                 if live and time.monotonic() >= next_poll:
                     next_poll = time.monotonic() + self.poll_seconds
                     self._changed.set()  # other processes may have written: look
@@ -199,6 +228,9 @@ class SyncEngine:
         finally:
             if receiving is not None:
                 receiving.cancel()
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
         if session.ready:
             session.conn.send(m.Bye())
             with contextlib.suppress(ConnectionClosed):
@@ -210,6 +242,20 @@ class SyncEngine:
     async def _flush(self, ws: ClientConnection, session: ClientSession) -> None:
         for message in session.outgoing():
             await ws.send(m.encode(message))
+
+
+async def _read_frames(
+    ws: ClientConnection, frames: asyncio.Queue[bytes | str | BaseException]
+) -> None:
+    """Move frames from the socket to `frames` until the link goes; the
+    exception that ended it (ConnectionClosed) is queued last."""
+    while True:
+        try:
+            frame = await ws.recv()
+        except Exception as exc:
+            await frames.put(exc)
+            return
+        await frames.put(frame)
 
 
 def _describe(exc: BaseException) -> str:

@@ -7,9 +7,21 @@ what the server sends, pushes this device's events the server lacks, and
 records the server's acks. The websockets shell (`tui_client.sync_engine`)
 moves frames and keeps trying while the link comes and goes.
 
-Durability: the log commits events before the cursor that covers them is
-recorded, so a crash between the two only re-fetches (duplicates are
-no-ops); a cursor is never ahead of the events. Acks are recorded in one
+Durability: a cursor is committed in the same transaction as the events
+it covers, and only if they all landed, so it is never ahead of the events
+(a crash before the commit only re-fetches; duplicates are no-ops).
+Consecutive catch-up frames of one plan the shell has in hand at once
+(`receive_many`, at most `group_frames` of them) are stored in ONE
+transaction (group commit: one BEGIN, one fsync); the cursor recorded with
+them is the one the last of them with a cursor and no rejection carries,
+exactly what committing them one by one would leave.
+
+Fold along: a plan that was empty here when this session subscribed is
+folded from the events as they are stored (their bodies are decoded
+already), and at the end of its catch-up the fold is saved as the plan's
+checkpoint if it covers every stored event of the plan
+(`checkpoints.save_if_complete`), so the first `load_state` after a big
+catch-up restores it instead of replaying the whole log. Acks are recorded in one
 transaction per `acked` (server id, plan, seq range, server receive time).
 A device pushes only its own chains: the server rejects anything else
 (`wrong_author`), so a bundle's events reach the server with their author.
@@ -23,6 +35,8 @@ import time
 import msgspec
 
 from core.events.envelope import Signer, decode_stored
+from core.projections.plan_state import PlanState, evolve
+from core.store import checkpoints
 from core.store.event_log import EventLog, Statement
 from core.store.ingest_report import IngestReport
 from core.sync.connection import ClientConnection, State
@@ -64,8 +78,20 @@ class SyncStatus(msgspec.Struct):
 class ClientSession:
     """One connection's sync work, client side."""
 
-    def __init__(self, log: EventLog, signer: Signer, status: SyncStatus | None = None) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        signer: Signer,
+        status: SyncStatus | None = None,
+        *,
+        group_frames: int = 1,
+        fold_along: bool = True,
+    ) -> None:
         self.log = log
+        self.group_frames = max(1, group_frames)
+        self.fold_along = fold_along
+        self.folds: dict[bytes, PlanState] = {}  # plan -> fold of what this catch-up stored
+        self._cursor_held: set[bytes] = set()  # plans with a rejection in this connection
         self.me = signer.public_key
         self.conn = ClientConnection(signer=signer, workspace=log.workspace)
         self.status = status if status is not None else SyncStatus()
@@ -95,22 +121,47 @@ class ClientSession:
         return self._subscribed and not self.catching_up and not self._inflight
 
     async def receive(self, message: ServerMessage) -> None:
-        self.conn.receive_message(message)
-        if self.conn.refusal is not None:
-            self.status.state = "refused"
-            self.status.error = f"{self.conn.refusal.reason}: {self.conn.refusal.message}"
-            return
-        if self.conn.failure is not None:
-            self.status.state = "error"
-            self.status.error = f"{self.conn.failure.code}: {self.conn.failure.message}"
-            return
-        if self.ready and not self._subscribed:
-            await self._subscribe()
-        for work in self.conn.work():
-            if isinstance(work, Events):
-                await self._events(work)
+        await self.receive_many([message])
+
+    async def receive_many(self, messages: list[ServerMessage]) -> None:
+        """Take several messages received in a row: the same as `receive` of
+        each in turn, except that consecutive events of one plan (up to
+        `group_frames` frames) are committed in one transaction."""
+        work: list[Events | Acked] = []
+        for message in messages:
+            self.conn.receive_message(message)
+            if self.conn.refusal is not None:
+                self.status.state = "refused"
+                self.status.error = f"{self.conn.refusal.reason}: {self.conn.refusal.message}"
+                break
+            if self.conn.failure is not None:
+                self.status.state = "error"
+                self.status.error = f"{self.conn.failure.code}: {self.conn.failure.message}"
+                break
+            if self.ready and not self._subscribed:
+                await self._subscribe()
+            work.extend(self.conn.work())
+        group: list[Events] = []
+        for item in work:
+            if group and (
+                not isinstance(item, Events)
+                or item.plan != group[0].plan
+                or not group[-1].more  # the end of a catch-up is the end of a group
+                or not self._storable(item)
+                or len(group) >= self.group_frames
+            ):
+                await self._events(group)
+                group = []
+            if isinstance(item, Events) and self._storable(item):
+                group.append(item)
+            elif isinstance(item, Events):
+                await self._events([item])
             else:
-                await self._acked(work)
+                await self._acked(item)
+        if group:
+            await self._events(group)
+        if self.conn.refusal is not None or self.conn.failure is not None:
+            return
         if self.ready and self.idle:
             self.status.state = "up_to_date"
             self.status.last_synced_ms = int(time.time() * 1000)
@@ -137,15 +188,33 @@ class ClientSession:
             vector = {d.hex(): s for d, s in (await self.log.vector(plan)).items()}
             wants.append(PlanWant(plan=plan, vector=vector, cursor=cursor, epoch=epoch))
             self.catching_up.add(plan)
+            self._fold_if_empty(plan, vector)
         for start in range(0, len(wants), MAX_PLANS):
             self.conn.send(Subscribe(plans=wants[start : start + MAX_PLANS]))
 
-    async def _events(self, message: Events) -> None:
+    def _fold_if_empty(self, plan: bytes, vector: dict[str, int]) -> None:
+        """Fold a plan along its catch-up if this log holds none of it (the
+        membership log has no plan state to fold)."""
+        if self.fold_along and not vector and plan != self.log.workspace:
+            self.folds[plan] = PlanState(plan)
+        else:
+            self.folds.pop(plan, None)
+
+    def _storable(self, message: Events) -> bool:
+        """Events `_events` will ingest (not an error, not live events of a
+        plan this connection has not caught up on)."""
+        return not message.error and (message.catch_up or message.plan in self.server_has)
+
+    async def _events(self, messages: list[Events]) -> None:
+        """Events of one plan (several frames in a row, or one): stored in
+        one transaction, with the cursor the last clean one carries."""
+        message = messages[-1]
         plan = message.plan
         if message.error:
             # The server will not serve this plan to this device: its local
             # events of the plan stay here (pending), and the person is told.
             self.catching_up.discard(plan)
+            self.folds.pop(plan, None)
             self.status.rejected.append(
                 SyncProblem(plan.hex(), 0, message.error, "the server will not sync this plan")
             )
@@ -159,33 +228,54 @@ class ClientSession:
                 await self._subscribe_more([plan])
             return
         server_id, epoch = self.conn.server_id, self.conn.epoch
+        batches = []
+        for m in messages:
+            report = IngestReport()
+            batches.append((self.log.open_for_ingest(m.events, report), report))
 
-        def cursor(report: IngestReport | None) -> list[Statement]:
+        def cursor(_last: IngestReport | None = None) -> list[Statement]:
             # Committed with the events it covers, and only if all of them
-            # landed: a cursor never runs ahead of the events.
-            if not message.cursor or (report is not None and report.rejected):
+            # landed: a cursor never runs ahead of the events. Once a frame
+            # of the plan had an event rejected, no later cursor of this
+            # connection is recorded either (it would cover the rejected
+            # event: the next connection resumes from the last good cursor).
+            last = 0
+            for m, (_, got) in zip(messages, batches, strict=True):
+                if got.rejected:
+                    self._cursor_held.add(plan)
+                if m.cursor and plan not in self._cursor_held:
+                    last = m.cursor
+            if not last:
                 return []
             assert server_id is not None and epoch is not None
             return [
                 (
                     "INSERT OR REPLACE INTO sync_cursors(server_id, plan_id, epoch, cursor) "
                     "VALUES (?,?,?,?)",
-                    (server_id, plan, epoch, message.cursor),
+                    (server_id, plan, epoch, last),
                 )
             ]
 
-        report = None
-        if message.events:
-            report = await self.log.ingest(message.events, then=cursor)
-            self.status.received += len(report.accepted)
-            for r in report.rejected + report.evidence:
-                self.status.rejected.append(
-                    SyncProblem(plan.hex(), -1, r.reason, f"from the server: {r.message}")
-                )
-        elif message.cursor:
-            await self.log.record(cursor(None))
+        if any(m.events for m in messages):
+            await self.log.ingest_batches(batches, then=cursor)
+            fold = self.folds.get(plan)
+            for _, report in batches:
+                self.status.received += len(report.accepted)
+                if fold is not None:
+                    with checkpoints.gc_paused():  # the growing state, rescanned
+                        for ev in report.accepted:
+                            evolve(fold, ev)
+                for r in report.rejected + report.evidence:
+                    self.status.rejected.append(
+                        SyncProblem(plan.hex(), -1, r.reason, f"from the server: {r.message}")
+                    )
+        elif any(m.cursor for m in messages):
+            await self.log.record(cursor())
         if not message.more and plan in self.catching_up:
             self.catching_up.discard(plan)
+            fold = self.folds.pop(plan, None)
+            if fold is not None:
+                await checkpoints.save_if_complete(self.log, plan, fold)
             theirs = message.vector.get(self.me.hex(), 0)
             self.server_has[plan] = theirs
             self._sent_upto[plan] = max(theirs, self._sent_upto.get(plan, 0))
@@ -240,6 +330,7 @@ class ClientSession:
             vector = {d.hex(): s for d, s in (await self.log.vector(plan)).items()}
             wants.append(PlanWant(plan=plan, vector=vector))
             self.catching_up.add(plan)
+            self._fold_if_empty(plan, vector)
         for start in range(0, len(wants), MAX_PLANS):
             self.conn.send(Subscribe(plans=wants[start : start + MAX_PLANS]))
 

@@ -125,3 +125,44 @@ async def save_checkpoint(log: EventLog, plan: bytes, state: PlanState, upto_rx:
                 snapshot(state),
             ),
         )
+
+
+async def save_if_complete(log: EventLog, plan: bytes, state: PlanState) -> bool:
+    """Record `state`, folded alongside a catch-up from an empty plan, as
+    the plan's checkpoint if it holds every stored event of the plan (the
+    counts match: nothing was stored beside the fold, by another process
+    say); say whether it did. Checked and written in one transaction, so
+    the checkpoint covers exactly the rows it counted. A fold of fewer than
+    CHECKPOINT_EVERY events is not worth a checkpoint (`load_state`'s rule)."""
+    if state.events <= CHECKPOINT_EVERY:
+        return False
+    plan_no = await log._known_plan_no(plan)
+    if plan_no is None:
+        return False
+    async with log._tx() as conn:
+        rows = list(
+            await conn.execute_fetchall(
+                "SELECT count(*), max(rx) FROM events WHERE plan_no=?", (plan_no,)
+            )
+        )
+        count, top = rows[0]
+        if count != state.events or top is None:
+            return False
+        vector_rows = await conn.execute_fetchall(
+            "SELECT device_no, max(seq) FROM events WHERE plan_no=? GROUP BY device_no",
+            (plan_no,),
+        )
+        vector = {log._device_keys[d].hex(): int(s) for d, s in vector_rows}
+        await conn.execute(
+            "INSERT OR REPLACE INTO checkpoints(plan_no, fold, upto_rx, events, vector, state)"
+            " VALUES (?,?,?,?,?,?)",
+            (
+                plan_no,
+                FOLD_VERSION,
+                int(top),
+                state.events,
+                msgspec.json.encode(vector),
+                snapshot(state),
+            ),
+        )
+    return True

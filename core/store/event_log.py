@@ -242,12 +242,25 @@ class EventLog:
     async def stored_row(self, plan_no: int, dev_no: int, ev: Event) -> Row:
         """The `events` row of `ev` (inside a write transaction): packed if
         splicing gives its signed bytes back exactly, else whole."""
-        env = ev.env
+        return (await self.stored_rows(plan_no, dev_no, [ev]))[0]
+
+    async def stored_rows(self, plan_no: int, dev_no: int, events: Iterable[Event]) -> list[Row]:
+        """`stored_row` of each of one chain's events; a type tag is numbered
+        (a write) only the first time it is met."""
         head = self.numbers.head(plan_no, dev_no)
-        data = pack(ev.raw, head, env.seq, env.prev, env.hlc, env.type, len(env.body))
-        if data is None:
-            return (plan_no, dev_no, env.seq, env.hlc, None, ev.raw)
-        return (plan_no, dev_no, env.seq, env.hlc, await self._type_no(env.type), data)
+        type_nos = self._type_nos
+        rows: list[Row] = []
+        for ev in events:
+            env = ev.env
+            data = pack(ev.raw, head, env.seq, env.prev, env.hlc, env.type, len(env.body))
+            if data is None:
+                rows.append((plan_no, dev_no, env.seq, env.hlc, None, ev.raw))
+                continue
+            type_no = type_nos.get(env.type)
+            if type_no is None:
+                type_no = await self._type_no(env.type)
+            rows.append((plan_no, dev_no, env.seq, env.hlc, type_no, data))
+        return rows
 
     async def raws(self, rows: Iterable[Sequence[Any]]) -> list[bytes]:
         """The signed bytes of stored rows (the columns ROW_COLUMNS names)."""
@@ -324,9 +337,7 @@ class EventLog:
                 )
                 events.append(ev)
                 prev = ev.id
-            await conn.executemany(
-                INSERT_EVENT, [await self.stored_row(plan_no, dev_no, e) for e in events]
-            )
+            await conn.executemany(INSERT_EVENT, await self.stored_rows(plan_no, dev_no, events))
             if events[0].env.hlc <= head_hlc:  # a clock moved back (an edited store?)
                 await mark_unordered(conn, plan_no, dev_no)
             await _forget_timeline_after(conn, plan_no, events[0].env.hlc)
@@ -403,8 +414,11 @@ class EventLog:
                         await _forget_timeline_after(conn, plan_no, hlc)
                 accepted.extend(report.accepted)
             now = self._now_ms()
-            for ev in accepted:
-                self.clock.observe(ev.env.hlc, now)
+            # Observing every timestamp leaves the clock at the newest one it
+            # adopts: try them newest first, and stop at the first adopted.
+            for hlc in sorted({ev.env.hlc for ev in accepted}, reverse=True):
+                if self.clock.observe(hlc, now):
+                    break
             await _set_meta(conn, "clock", self.clock.last.to_bytes(8, "big"))
             if then is not None and batches:
                 for sql, params in then(batches[-1][1]):

@@ -33,8 +33,9 @@ async def ingest_chain(
 ) -> list[Row]:
     items.sort(key=lambda it: (it[1].env.seq, it[0]))
     by_seq: dict[int, set[bytes]] = defaultdict(set)
-    for _, ev in items:
-        by_seq[ev.env.seq].add(ev.raw)
+    if len({ev.env.seq for _, ev in items}) < len(items):  # a seq twice: look closer
+        for _, ev in items:
+            by_seq[ev.env.seq].add(ev.raw)
     if any(len(raws) > 1 for raws in by_seq.values()):
         # Two different events for one seq in one batch: only validly signed
         # ones may count as a fork; a forgery must not freeze an honest chain.
@@ -132,11 +133,15 @@ async def ingest_chain(
         events = [ev for _, ev in run]
         good = authentic_prefix(events, head_id)
         last_hlc, ordered = head_hlc, True
-        for _index, ev in run[:good]:
-            report.accepted.append(ev)
-            rows.append(await log.stored_row(plan_no, dev_no, ev))
-            ordered = ordered and ev.env.hlc > last_hlc
-            last_hlc = ev.env.hlc
+        authentic = events[:good]
+        report.accepted.extend(authentic)
+        rows.extend(await log.stored_rows(plan_no, dev_no, authentic))
+        for ev in authentic:
+            hlc = ev.env.hlc
+            if hlc <= last_hlc:
+                ordered = False
+                break
+            last_hlc = hlc
         if not ordered:
             await mark_unordered(conn, plan_no, dev_no)
         for index, ev in run[good:]:

@@ -57,22 +57,38 @@ def splice(head: bytes, seq: int, hlc: int, type_enc: bytes, data: bytes) -> byt
     )
 
 
+_TYPE_ENCODINGS: dict[str, bytes] = {}
+
+
 def type_encoding(type_tag: str) -> bytes:
-    return _encode(type_tag)
+    found = _TYPE_ENCODINGS.get(type_tag)
+    if found is None:
+        found = _encode(type_tag)
+        if len(_TYPE_ENCODINGS) < 10_000:  # tags of unknown types come from outside
+            _TYPE_ENCODINGS[type_tag] = found
+    return found
 
 
 def pack(
     raw: bytes, head: bytes, seq: int, prev: bytes, hlc: int, type_tag: str, body_len: int
 ) -> bytes | None:
     """`data` for a compact row, or None if the event must be stored whole.
-    `body_len` is the length of the encoded body inside `raw`."""
+    `body_len` is the length of the encoded body inside `raw`.
+
+    The same test as `splice(head, seq, hlc, type, data) == raw`, without
+    splicing: `raw` must be `head`, then the encoded seq, prev, hlc and type,
+    then exactly the body and the signature."""
     if len(prev) != HASH_LEN or body_len < 0:
         return None
-    body_end = len(raw) - SIGNATURE_LEN
-    data = prev + raw[body_end - body_len :]
-    if splice(head, seq, hlc, type_encoding(type_tag), data) != raw:
+    mid = b"".join((_encode(seq), _BIN32, prev, _encode(hlc), type_encoding(type_tag)))
+    start = len(head) + len(mid)
+    if (
+        len(raw) != start + body_len + SIGNATURE_LEN
+        or not raw.startswith(head)
+        or raw[len(head) : start] != mid
+    ):
         return None
-    return data
+    return prev + raw[start:]
 
 
 class Numbers:

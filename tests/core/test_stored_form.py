@@ -217,3 +217,34 @@ async def test_events_are_found_by_id_prefix_through_a_cache_verify_checks(
         assert any("event id cache" in p for p in report.store_problems)
         assert await log.events_with_id_prefix(plan, first[17].id.hex()) == [first[17]]
         assert (await verify_log(log)).ok
+
+
+def test_pack_accepts_exactly_what_splices_back_to_the_signed_bytes() -> None:
+    """`pack` checks the layout without splicing: for every one-byte change
+    of an event, and for cut or lengthened bytes, it packs exactly when
+    splicing the packed form would give those bytes back."""
+    from core.events.envelope import seal
+    from core.store.rows import pack as pack_row
+    from core.store.rows import prefix, splice, type_encoding
+
+    key = DeviceKey.generate()
+    ws, plan = new_uuid7(), new_uuid7()
+    ev = seal(
+        key, workspace=ws, plan=plan, seq=300, prev=b"\x07" * 32, hlc=2**40, body=_notes(1)[0]
+    )
+    env = ev.env
+    head = prefix(ws, plan, key.public_key)
+    variants = [ev.raw, ev.raw[:-1], ev.raw + b"\x00"]
+    for i in range(len(ev.raw)):
+        variants.append(ev.raw[:i] + bytes([ev.raw[i] ^ 0x01]) + ev.raw[i + 1 :])
+    packed = 0
+    for raw in variants:
+        data = pack_row(raw, head, env.seq, env.prev, env.hlc, env.type, len(env.body))
+        # The splice-and-compare test `pack` used to run:
+        old = env.prev + raw[len(raw) - 64 - len(env.body) :]
+        fits = splice(head, env.seq, env.hlc, type_encoding(env.type), old) == raw
+        assert (data is not None) == fits, raw
+        if data is not None:
+            packed += 1
+            assert splice(head, env.seq, env.hlc, type_encoding(env.type), data) == raw
+    assert packed > 64  # the signature and body bytes change freely

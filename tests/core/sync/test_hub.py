@@ -310,3 +310,115 @@ async def test_a_dead_link_never_leaves_a_reply_blocked(tmp_path: Path) -> None:
     for log in [*logs, admin_log, hub.log]:
         await log.close()
     del ws, admin, keys
+
+
+async def test_catch_up_frames_in_hand_are_stored_in_one_transaction(tmp_path: Path) -> None:
+    """Group commit: the catch-up frames of a plan the client has in hand at
+    once go into one transaction, and end where frame-by-frame would."""
+    ws, hub, admin, admin_log, keys, logs = await _setup(tmp_path)
+    plan = new_uuid7()
+    await _fill(logs[0], keys[0], plan, 2_500)  # three catch-up frames
+    await Link(hub, logs[0], keys[0]).run()
+    calls: list[int] = []
+    ingest_batches = logs[1].ingest_batches
+
+    async def counted(batches, then=None):  # type: ignore[no-untyped-def]
+        calls.append(len(batches))
+        return await ingest_batches(batches, then=then)
+
+    logs[1].ingest_batches = counted  # type: ignore[method-assign]
+    link = Link(hub, logs[1], keys[1], group_frames=4)
+    await link.run()
+    assert link.client.status.state == "up_to_date"
+    assert 3 in calls  # the plan's three frames: one transaction
+    assert link.client.status.received == 2_500 + 2  # and the two enrolments
+    assert (await logs[1].vector(plan)) == (await logs[0].vector(plan))
+    rows = await logs[1].fetch("SELECT plan_id, cursor FROM sync_cursors")
+    tops = await hub.log.fetch("SELECT max(rx) FROM events")
+    assert {bytes(p): int(c) for p, c in rows}[plan] <= int(tops[0][0])
+    for log in [*logs, admin_log, hub.log]:
+        await log.close()
+    del ws, admin
+
+
+async def test_no_cursor_is_recorded_past_a_frame_with_a_rejected_event(tmp_path: Path) -> None:
+    """Frames [clean, one event damaged, clean], handed over together: the
+    cursor stays at the first frame's (committing them one by one used to
+    record the third frame's, covering the rejected event)."""
+    from core.sync import messages as m
+
+    ws, hub, _admin, admin_log, keys, logs = await _setup(tmp_path)
+    plan = new_uuid7()
+    await _fill(logs[0], keys[0], plan, 4)
+    other = DeviceKey.generate()
+    olog = await EventLog.open(tmp_path / "o.db", workspace=ws)
+    await _fill(olog, other, plan, 2)
+    mine = [raw for _, raw in await logs[0].raw_events(plan)]
+    theirs = [raw for _, raw in await olog.raw_events(plan)]
+    damaged = mine[3][:-1] + bytes([mine[3][-1] ^ 1])
+    link = Link(hub, logs[1], keys[1], group_frames=4)
+    await link.run()
+    assert link.client.ready
+
+    def frame(events: list[bytes], cursor: int) -> m.Events:
+        return m.Events(plan=plan, events=events, cursor=cursor, more=True, catch_up=True)
+
+    await link.client.receive_many(
+        [frame(mine[:3], 100), frame([damaged], 200), frame(theirs, 300)]
+    )
+    rows = await logs[1].fetch("SELECT plan_id, cursor FROM sync_cursors")
+    assert {bytes(p): int(c) for p, c in rows}[plan] == 100
+    assert [p.reason for p in link.client.status.rejected] == ["bad_signature"]
+    vector = await logs[1].vector(plan)
+    assert vector == {keys[0].public_key: 3, other.public_key: 2}
+    for log in [*logs, admin_log, hub.log, olog]:
+        await log.close()
+
+
+async def test_a_plan_caught_up_from_empty_is_folded_along_and_checkpointed(
+    tmp_path: Path,
+) -> None:
+    """Fold along: the catch-up of a plan this log did not hold leaves a
+    checkpoint of every stored event, equal to a rebuild from zero, so the
+    first `load_state` replays nothing."""
+    from core.store import checkpoints
+    from core.store.event_log import EventLog as Log
+
+    ws, hub, admin, admin_log, keys, logs = await _setup(tmp_path)
+    plan = new_uuid7()
+    await _fill(logs[0], keys[0], plan, 2_500)
+    await Link(hub, logs[0], keys[0]).run()
+    link = Link(hub, logs[1], keys[1], group_frames=2)
+    await link.run()
+    rows = await logs[1].fetch("SELECT events, upto_rx FROM checkpoints")
+    assert [int(r[0]) for r in rows] == [2_500]
+    assert int(rows[0][1]) == await logs[1].top_rx()
+    folded: list[int] = []
+    fold_events = logs[1].fold_events
+
+    async def counting(state, plan, after_rx=0, check=None):  # type: ignore[no-untyped-def]
+        n, last = await fold_events(state, plan, after_rx, check)
+        folded.append(n)
+        return n, last
+
+    logs[1].fold_events = counting  # type: ignore[method-assign]
+    loaded = await logs[1].load_state(plan)
+    assert folded == [0]
+    assert canonical_bytes(loaded) == canonical_bytes(await logs[1].rebuild_state(plan))
+    # A fold that misses a stored event (another process stored it meanwhile)
+    # is not saved.
+    short = await logs[1].rebuild_state(plan)
+    short.events -= 1
+    assert not await checkpoints.save_if_complete(logs[1], plan, short)
+    # A plan that was not empty here is not folded along (its fold would
+    # start from nothing): no second checkpoint appears for it.
+    await _fill(logs[0], keys[0], plan, 2_600)
+    await Link(hub, logs[0], keys[0]).run()
+    again = Link(hub, logs[1], keys[1])
+    await again.run()
+    assert again.client.folds == {}
+    rows = await logs[1].fetch("SELECT events FROM checkpoints")
+    assert [int(r[0]) for r in rows] == [2_500]
+    for log in [*logs, admin_log, hub.log]:
+        await log.close()
+    del ws, admin, Log

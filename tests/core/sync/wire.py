@@ -2,7 +2,9 @@
 
 `Link.run()` moves frames both ways until neither side has anything to
 say; `cut_after` drops the link after that many frames (a connection lost in
-the middle of a batch).
+the middle of a batch). With `group_frames` > 1 the server's frames waiting
+at once are handed to the client together (`ClientSession.receive_many`),
+as the websockets shell does.
 """
 
 from __future__ import annotations
@@ -19,11 +21,18 @@ from core.sync import messages as m
 
 class Link:
     def __init__(
-        self, hub: Hub, log: EventLog, key: DeviceKey, status: SyncStatus | None = None
+        self,
+        hub: Hub,
+        log: EventLog,
+        key: DeviceKey,
+        status: SyncStatus | None = None,
+        *,
+        group_frames: int = 1,
     ) -> None:
         self.hub = hub
         self.server = hub.session(os.urandom(32))
-        self.client = ClientSession(log, key, status)
+        self.client = ClientSession(log, key, status, group_frames=group_frames)
+        self.group_frames = group_frames
         self.frames = 0
         self.cut = False
 
@@ -38,13 +47,20 @@ class Link:
                 moved = True
                 await self.server.receive(m.decode_from_client(m.encode(msg)))
             while not self.cut and not self.server.outbox.empty():
-                if cut_after is not None and self.frames >= cut_after:
-                    self.cut = True
-                    break
-                frame = self.server.outbox.get_nowait()  # encoded by the hub
-                self.frames += 1
-                moved = True
-                await self.client.receive(m.decode_from_server(frame))
+                group = []
+                while len(group) < self.group_frames and not self.server.outbox.empty():
+                    if cut_after is not None and self.frames >= cut_after:
+                        self.cut = True
+                        break
+                    frame = self.server.outbox.get_nowait()  # encoded by the hub
+                    self.frames += 1
+                    moved = True
+                    group.append(m.decode_from_server(frame))
+                if self.group_frames == 1:
+                    for message in group:
+                        await self.client.receive(message)
+                else:
+                    await self.client.receive_many(group)
             if not moved:
                 break
         if self.cut or self.client.closed:
