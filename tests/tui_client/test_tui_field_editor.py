@@ -145,3 +145,24 @@ async def test_phase_status_and_a_new_need_in_place_on_the_phases_tab(tmp_path: 
         need = next(n for n in screen.data["needs"] if n["fields"]["text"].startswith("Møte"))
         assert need["fields"]["phase"] == last
         assert ("need", need["id"]) in screen.phase_rows
+
+
+async def test_the_open_lines_escape_key_follows_a_language_switch(tmp_path: Path) -> None:
+    fixed = await build(tmp_path / "home")
+    app = ViddaApp(fixed.home, sync=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await _plan(app, pilot)
+        screen.query_one("#overview", DataTable).move_cursor(row=PLAN_FIELDS.index("societal_goal"))
+        await pilot.press("e")
+        await pilot.pause()
+        editor = screen.query_one(FieldEditor)
+        assert editor.is_open
+
+        def escape() -> str:
+            (binding,) = editor._bindings.key_to_bindings["escape"]
+            return binding.description
+
+        norsk = escape()
+        await app.action_language()
+        await pilot.pause()
+        assert editor.is_open and escape() == app.t("cancel") != norsk

@@ -138,6 +138,8 @@ class PlanScreen(Screen[None]):
         tabs = self.query_one("#tabs", TabbedContent)
         for name in ("overview", "phases", *ENTITY_TABS, "conflicts", "history"):
             tabs.get_tab(f"tab-{name}").label = t(name)
+        for editor in self.query(FieldEditor):  # its Escape key, if open now
+            localise(editor, t)
         self.refresh_bindings()
 
     async def _fill(self, group: str) -> None:
