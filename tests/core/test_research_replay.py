@@ -147,3 +147,44 @@ def test_gantt_draws_a_phase_under_way_up_to_the_last_event() -> None:
     assert (1.15, day("2026-01-01").toordinal(), 31, PLANNED) in bars
     assert (0.85, day("2026-01-15").toordinal(), 54, ACTUAL) in bars
     assert len(bars) == 3
+
+
+def test_report_conflicts_and_offline_spells() -> None:
+    """Two devices set the same fields unaware of each other: one conflict
+    is resolved, one superseded by a later edit, one left open; the
+    report says how each ended. An edit that reached the server two hours
+    after it was made is an offline spell of its author."""
+    from core.commands import edits
+    from core.events.hlc import to_iso
+    from core.identity.membership import MemberInfo
+    from core.research.report import plan_report
+
+    ws, plan = new_uuid7(), new_uuid7()
+    kari, ola = Replica(ws, plan), Replica(ws, plan)
+    start = kari.make(b.PlanCreated(title="Aure", municipality="Aure"))
+    ola.receive(start)
+    fields = {"title": "A", "societal_goal": "A", "desired_result": "A"}
+    kari.make(*edits.set_fields(kari.state, "plan", plan, fields))
+    ola.wall_ms += 60_000
+    ola.make(*edits.set_fields(ola.state, "plan", plan, {k: "B" for k in fields}))
+    kari.receive(ola.made)
+    kari.wall_ms = ola.wall_ms + 60_000
+    kari.make(edits.resolve(kari.state, "plan", plan, "title", "A+B"))
+    kari.make(*edits.set_fields(kari.state, "plan", plan, {"societal_goal": "C"}))
+    ola.receive(kari.made[len(start) :])
+    events = [*kari.made, *ola.made]
+    offline = ola.made[0]
+    got_ms = (offline.env.hlc >> 16) + 2 * 3_600_000
+    members = {kari.device: MemberInfo(kari.device, "Kari", "owner", ())}
+    report = plan_report(plan, events, members, {(plan, ola.device, offline.env.seq): got_ms})
+
+    how = {c["field"]: (c["how"], c["by"]) for c in report["conflicts"]}
+    assert how == {
+        "title": ("resolved", "Kari"),
+        "societal_goal": ("superseded by an edit", "Kari"),
+        "desired_result": ("still open", None),
+    }
+    (spell,) = report["offline"]["spells"]
+    assert spell["events"] == 1 and spell["hours"] == 2.0
+    assert spell["reached_server"] == to_iso(got_ms << 16)
+    assert report["offline"]["events_with_server_time"] == 1
