@@ -8,7 +8,7 @@ import pytest
 from textual.widgets import DataTable, Input, Label
 
 from core.events.bodies import ConflictResolved, PlanDetailsRevised
-from core.store.event_log import EventLog
+from tests.tui_client.pilot_helpers import logged_events
 from tui_client.home import Home
 from tui_client.tui.app import PLAN_FIELDS, PlanScreen, PlansScreen, ViddaApp, actor_grid
 
@@ -30,11 +30,7 @@ async def _submit(app: ViddaApp, pilot) -> None:  # type: ignore[no-untyped-def]
 
 
 async def _events(home: Home, plan: bytes) -> list:
-    log = await EventLog.open(home.db_path)
-    try:
-        return await log.events(plan)
-    finally:
-        await log.close()
+    return await logged_events(home.db_path, plan)
 
 
 async def test_demo_plan_open_and_edit_the_title_writes_one_event(home: Home) -> None:

@@ -8,24 +8,20 @@ from pathlib import Path
 from typing import Any
 
 from textual.command import CommandPalette
-from textual.widgets import DataTable, Input, TabbedContent
+from textual.widgets import DataTable, Input
 
 from core.events.bodies import ActivityMoved, EntityRemoved, PlanDetailsRevised
-from core.store.event_log import EventLog
-from tui_client.tui.app import PlanScreen, PlansScreen, ViddaApp
+from tui_client.tui.app import PlansScreen, ViddaApp
 from tui_client.tui.dialogs import ConfirmDialog
 from tui_client.tui.plan_screen import slot
 from tui_client.tui.theme import HIGH_CONTRAST
 
 from .fixed_plan import build
+from .pilot_helpers import logged_events, open_plan
 
 
 async def _events(app: ViddaApp, plan: bytes) -> list[Any]:
-    log = await EventLog.open(app.home.db_path)
-    try:
-        return await log.events(plan)
-    finally:
-        await log.close()
+    return await logged_events(app.home.db_path, plan)
 
 
 async def test_archive_hides_the_plan_and_h_shows_it_to_bring_it_back(tmp_path: Path) -> None:
@@ -71,12 +67,7 @@ async def test_reorder_activities_and_move_one_to_the_next_phase(tmp_path: Path)
     fixed = await build(tmp_path / "home")
     app = ViddaApp(fixed.home, sync=False)
     async with app.run_test(size=(130, 36)) as pilot:
-        await pilot.press("enter")
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, PlanScreen)
-        screen.query_one("#tabs", TabbedContent).active = "tab-activities"
-        await pilot.pause()
+        screen = await open_plan(pilot, "activities")
         titles = [a["fields"]["title"] for a in screen.data["activities"]]
         table = screen.query_one("#activities", DataTable)
         table.move_cursor(row=0)
@@ -122,12 +113,7 @@ async def test_remove_asks_first_and_writes_a_removal(tmp_path: Path) -> None:
     fixed = await build(tmp_path / "home")
     app = ViddaApp(fixed.home, sync=False)
     async with app.run_test(size=(130, 36)) as pilot:
-        await pilot.press("enter")
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, PlanScreen)
-        screen.query_one("#tabs", TabbedContent).active = "tab-notes"
-        await pilot.pause()
+        screen = await open_plan(pilot, "notes")
         (note,) = screen.data["notes"]
         await pilot.press("x")
         await pilot.pause()

@@ -16,27 +16,16 @@ from core.events.bodies import (
     PhaseRevised,
     SocietalGoalSet,
 )
-from core.store.event_log import EventLog
-from tui_client.tui.app import PLAN_FIELDS, PlanScreen, ViddaApp
+from tui_client.tui.app import PLAN_FIELDS, ViddaApp
 from tui_client.tui.field_editor import FieldEditor
 from tui_client.tui.status_line import StatusLine
 
 from .fixed_plan import build
+from .pilot_helpers import logged_events, open_plan
 
 
 async def _events(app: ViddaApp, plan: bytes) -> list[Any]:
-    log = await EventLog.open(app.home.db_path)
-    try:
-        return await log.events(plan)
-    finally:
-        await log.close()
-
-
-async def _plan(app: ViddaApp, pilot: Any) -> PlanScreen:
-    await pilot.press("enter")
-    await pilot.pause()
-    assert isinstance(app.screen, PlanScreen)
-    return app.screen
+    return await logged_events(app.home.db_path, plan)
 
 
 async def test_e_edits_an_overview_field_in_place_and_enter_writes_one_event(
@@ -45,7 +34,7 @@ async def test_e_edits_an_overview_field_in_place_and_enter_writes_one_event(
     fixed = await build(tmp_path / "home")
     app = ViddaApp(fixed.home, sync=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await _plan(app, pilot)
+        screen = await open_plan(pilot)
         overview = screen.query_one("#overview", DataTable)
         overview.move_cursor(row=PLAN_FIELDS.index("societal_goal"))
         before = len(await _events(app, fixed.plan))
@@ -84,7 +73,7 @@ async def test_escape_cancels_the_edit_and_a_refused_one_keeps_the_text(tmp_path
     fixed = await build(tmp_path / "home")
     app = ViddaApp(fixed.home, sync=False)
     async with app.run_test(size=(130, 36)) as pilot:
-        screen = await _plan(app, pilot)
+        screen = await open_plan(pilot)
         overview = screen.query_one("#overview", DataTable)
         overview.move_cursor(row=PLAN_FIELDS.index("desired_result_due"))
         before = len(await _events(app, fixed.plan))
@@ -117,7 +106,7 @@ async def test_phase_status_and_a_new_need_in_place_on_the_phases_tab(tmp_path: 
     fixed = await build(tmp_path / "home")
     app = ViddaApp(fixed.home, sync=False, lang="en")
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await _plan(app, pilot)
+        screen = await open_plan(pilot)
         screen.query_one("#tabs", TabbedContent).active = "tab-phases"
         await pilot.pause()
         phases = screen.query_one("#phases", DataTable)
@@ -151,7 +140,7 @@ async def test_the_open_lines_escape_key_follows_a_language_switch(tmp_path: Pat
     fixed = await build(tmp_path / "home")
     app = ViddaApp(fixed.home, sync=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await _plan(app, pilot)
+        screen = await open_plan(pilot)
         screen.query_one("#overview", DataTable).move_cursor(row=PLAN_FIELDS.index("societal_goal"))
         await pilot.press("e")
         await pilot.pause()

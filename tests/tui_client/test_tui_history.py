@@ -6,23 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from textual.widgets import DataTable, Input, Label, TabbedContent
+from textual.widgets import DataTable, Input, Label
 
 from core.store.event_log import EventLog
 from tui_client.tui.app import ActorCompareScreen, AsOfScreen, PlanScreen, ViddaApp
 from tui_client.tui.history import event_steps, step_day, step_phase
 
 from .fixed_plan import KARI, FixedPlan, build
+from .pilot_helpers import open_plan
 
 
 async def _open(app: ViddaApp, pilot: Any, tab: str) -> PlanScreen:
-    await pilot.press("enter")
-    await pilot.pause()
-    screen = app.screen
-    assert isinstance(screen, PlanScreen)
-    screen.query_one("#tabs", TabbedContent).active = f"tab-{tab}"
-    await pilot.pause()
-    return screen
+    return await open_plan(pilot, tab)
 
 
 async def test_filter_history_by_entity_author_and_type(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from textual.widgets._footer import FooterKey
 from tui_client.tui.app import PlanScreen, ViddaApp
 
 from .fixed_plan import build
+from .pilot_helpers import open_plan
 
 
 def _keys(screen: PlanScreen) -> list[FooterKey]:
@@ -22,10 +23,7 @@ async def test_the_footer_is_kept_when_the_keys_stay_and_rebuilt_when_they_chang
     fixed = await build(tmp_path / "home")
     app = ViddaApp(fixed.home, sync=False)
     async with app.run_test(size=(130, 36)) as pilot:
-        await pilot.press("enter")
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, PlanScreen)
+        screen = await open_plan(pilot)
         shown = _keys(screen)
         assert shown
         screen.refresh_bindings()  # the same keys: nothing to rebuild
