@@ -240,17 +240,18 @@ async def _read(log: EventLog, fn: Callable[..., R], *args: Any, lock: bool = Fa
     """`fn(db, *args, devices)` on the log's thread (holding the log's lock
     if `lock`: `fn` opens its own transaction); if it met a device another
     process added, reload the log's numbers and read again."""
-    for attempt in (1, 2):
-        try:
-            if not lock:
-                return await log.in_thread(fn, *args, log.numbers.devices)
-            async with log._lock:
-                return await log.in_thread(fn, *args, log.numbers.devices)
-        except KeyError:
-            if attempt == 2:
-                raise
-            await log._load_numbers()
-    raise AssertionError("unreachable")
+
+    async def once() -> R:
+        if not lock:
+            return await log.in_thread(fn, *args, log.numbers.devices)
+        async with log._lock:
+            return await log.in_thread(fn, *args, log.numbers.devices)
+
+    try:
+        return await once()
+    except KeyError:
+        await log._load_numbers()
+        return await once()
 
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
