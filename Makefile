@@ -2,11 +2,13 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+# pip builds the compiled fold (core/store/native_fold.c) with the package:
+# a change to either installs again.
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml core/store/native_fold.c | sha256sum | cut -c1-12)
 
 .PHONY: run test check lint typecheck bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml core/store/native_fold.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
@@ -37,4 +39,5 @@ bench: $(VENV)/.bench-installed
 	$(PY) bench/run_all.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build
+	rm -f core/store/*.so

@@ -45,6 +45,7 @@ from workload import GENERATOR_VERSION, Workload, field_changes, plan_log, read_
 from core.events.envelope import Event
 from core.events.verify import first_problem
 from core.projections.plan_state import PlanState, project, restore, snapshot
+from core.store import rows as rows_module
 from core.store.event_log import EventLog
 
 TARGET = 200_000
@@ -85,13 +86,20 @@ async def vidda_rebuild(
     return phases, state
 
 
-async def core_rebuild_state(w: Workload, *, verify: bool = False) -> tuple[float, int]:
+async def core_rebuild_state(
+    w: Workload, *, verify: bool = False, native: bool = True
+) -> tuple[float, int]:
+    """`EventLog.rebuild_state`; `native=False`: every row folded in Python
+    (`core.store.rows.NATIVE` off), the compiled fold's reference."""
     log = await EventLog.open(w.path)
+    was = rows_module.NATIVE
+    rows_module.NATIVE = native and rows_module.NATIVE
     try:
         t0 = time.perf_counter()
         state = await log.rebuild_state(w.plan, verify=verify)
         elapsed = time.perf_counter() - t0
     finally:
+        rows_module.NATIVE = was
         await log.close()
     return elapsed, len(state.entities)
 
@@ -169,12 +177,16 @@ def main() -> int:
     runs: list[dict[str, float]] = []
     paused: list[dict[str, float]] = []
     one_pass: list[float] = []
+    pure_pass: list[float] = []
     entities = 0
     checkpoint = ""
     for i in range(args.repeat):
         fresh_heap()
         one_pass.append(asyncio.run(core_rebuild_state(w, verify=True))[0])
         progress(f"  vidda run {i + 1}, one pass: {one_pass[-1]:.2f} s")
+        fresh_heap()
+        pure_pass.append(asyncio.run(core_rebuild_state(w, verify=True, native=False))[0])
+        progress(f"  vidda run {i + 1}, one pass in Python: {pure_pass[-1]:.2f} s")
         fresh_heap()
         phases, state = asyncio.run(vidda_rebuild(w, pause_gc=True))
         entities = len(state.entities)
@@ -202,6 +214,14 @@ def main() -> int:
         (
             "vidda `rebuild_state(verify=True)`: one pass over the rows",
             best_s,
+            entities,
+            "fast path",
+        )
+    )
+    results.append(
+        (
+            "vidda: the same, every row in Python (`VIDDA_PURE_PYTHON`)",
+            median(pure_pass),
             entities,
             "fast path",
         )
@@ -266,7 +286,7 @@ def main() -> int:
         )
     )
     rate = w.events / best_s
-    peer_rates = [w.events / s for label, s, _, _ in results[4:]]
+    peer_rates = [w.events / s for label, s, _, _ in results[5:]]
     ahead = all(rate > p for p in peer_rates)
     say()
     say(checkpoint)

@@ -115,13 +115,32 @@ class ChainCheck:
     ) -> None:
         last = self._chains.get(chain)
         expected_seq, expected_prev = (1, ZERO_HASH) if last is None else (last[0] + 1, last[1])
-        if (seq != expected_seq or prev != expected_prev) and chain not in self._problems:
-            reason, what = (
-                ("gap", f"expected seq {expected_seq}, found {seq}")
-                if seq != expected_seq
-                else ("bad_prev", "prev does not match the event before")
-            )
-            self._problems[chain] = Problem(seq, eid, reason, what)
+        if seq != expected_seq or prev != expected_prev:
+            self.note_break(chain, seq, eid, expected_seq)
+        self._chains[chain] = (seq, eid, raw, author)
+
+    # The compiled fold (core/store/native_fold.c) follows the links itself
+    # and keeps the ChainCheck up to date through these three.
+
+    def newest(self, chain: object) -> tuple[int, bytes] | None:
+        """(seq, id) of the newest event of `chain` seen, if any."""
+        last = self._chains.get(chain)
+        return None if last is None else (last[0], last[1])
+
+    def note_break(self, chain: object, seq: int, eid: bytes, expected_seq: int) -> None:
+        """Event `seq` of `chain` does not link to the newest one seen (or
+        to nothing, at seq 1); only the first problem of a chain is kept."""
+        if chain in self._problems:
+            return
+        reason, what = (
+            ("gap", f"expected seq {expected_seq}, found {seq}")
+            if seq != expected_seq
+            else ("bad_prev", "prev does not match the event before")
+        )
+        self._problems[chain] = Problem(seq, eid, reason, what)
+
+    def set_newest(self, chain: object, seq: int, eid: bytes, raw: bytes, author: bytes) -> None:
+        """Record the newest event of `chain` (its link already followed)."""
         self._chains[chain] = (seq, eid, raw, author)
 
     def clear(self) -> None:

@@ -336,7 +336,11 @@ def _constant(value: Any) -> Callable[[], Any]:
     return lambda: value
 
 
-def _stored_recipe(tag: str) -> _StoredRecipe | None:
+def stored_recipe(tag: str) -> _StoredRecipe | None:
+    """What `evolve_stored` needs to fold a type from its body bytes (see
+    `_StoredRecipe`), or None if the type needs `evolve`; cached."""
+    if tag in _STORED:
+        return _STORED[tag]
     cls = BODY_BY_TAG.get(tag)
     found: _StoredRecipe | None = None
     if cls is not None:
@@ -376,7 +380,7 @@ def evolve_stored(
     (tests/core/test_evolve_stored.py)."""
     recipe = _STORED.get(tag, False)
     if recipe is False:
-        recipe = _stored_recipe(tag)
+        recipe = stored_recipe(tag)
     if recipe is None:
         return False
     applied = state.applied

@@ -614,21 +614,26 @@ class EventLog:
         plan_no = await self._known_plan_no(plan)
         if plan_no is None:
             return 0, after_rx
-        rows = list(
-            await self._conn.execute_fetchall(
-                f"SELECT rx, {ROW_COLUMNS} FROM events WHERE +plan_no=? AND rx>? ORDER BY rx",
-                (plan_no, after_rx),
+        # rx last: the fold takes the rows as read (`Numbers.fold` ignores
+        # trailing columns), with no copy of each; the cyclic GC paused while
+        # the rows are built too (a million tuples would set it off again and
+        # again over the growing list).
+        with checkpoints.gc_paused():
+            rows = list(
+                await self._conn.execute_fetchall(
+                    f"SELECT {ROW_COLUMNS}, rx FROM events WHERE +plan_no=? AND rx>? ORDER BY rx",
+                    (plan_no, after_rx),
+                )
             )
-        )
-        if not rows:
-            return 0, after_rx
-        await self.fold_rows(state, [row[1:] for row in rows], check)
-        return len(rows), int(rows[-1][0])
+            if not rows:
+                return 0, after_rx
+            await self.fold_rows(state, rows, check)
+        return len(rows), int(rows[-1][-1])
 
     async def fold_rows(
         self, state: PlanState, rows: Sequence[Sequence[Any]], check: ChainCheck | None = None
     ) -> None:
-        """`Numbers.fold` of stored rows (`ROW_COLUMNS` order), with the cyclic
+        """`Numbers.fold` of stored rows (`ROW_COLUMNS` first), with the cyclic
         GC paused; if another process added a device or type, the numbers are
         reloaded and the rows folded again (the fold is idempotent)."""
         with checkpoints.gc_paused():

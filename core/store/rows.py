@@ -25,9 +25,12 @@ It saves 102 of an event's ~340 bytes (docs/performance.md, figure 4).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from hashlib import sha256 as _sha256
+from types import ModuleType
 from typing import Any, NamedTuple
 
 import msgspec
@@ -36,7 +39,25 @@ from core.events.envelope import FORMAT_VERSION, Envelope, Event, decode_body, d
 from core.events.ids import HASH_LEN, KEY_LEN, UUID_LEN
 from core.events.limits import SIGNATURE_LEN
 from core.events.verify import ChainCheck
-from core.projections.plan_state import PlanState, evolve, evolve_stored
+from core.projections.plan_state import (
+    EntityState,
+    FieldState,
+    Head,
+    PlanState,
+    evolve,
+    evolve_stored,
+    stored_recipe,
+)
+
+_native: ModuleType | None
+try:  # built with the package (pyproject.toml); Python folds every row without it
+    from core.store import native_fold as _native
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _native = None
+
+# Whether `Numbers.fold` uses the compiled fold by default: it is built and
+# VIDDA_PURE_PYTHON is not set (to compare, or to rule it out when debugging).
+NATIVE = _native is not None and not os.environ.get("VIDDA_PURE_PYTHON")
 
 _encode = msgspec.msgpack.encode
 _BIN16, _BIN32 = b"\xc4\x10", b"\xc4\x20"
@@ -94,7 +115,7 @@ def pack(
 class Numbers:
     """What splicing needs from the log's small-number tables."""
 
-    __slots__ = ("devices", "heads", "plans", "tags", "types", "workspace")
+    __slots__ = ("_recipes", "devices", "heads", "plans", "tags", "types", "workspace")
 
     def __init__(self, workspace: bytes) -> None:
         self.workspace = workspace
@@ -103,6 +124,7 @@ class Numbers:
         self.types: dict[int, bytes] = {}  # type_no -> msgpack-encoded tag
         self.tags: dict[int, str] = {}  # type_no -> tag
         self.heads: dict[tuple[int, int], bytes] = {}
+        self._recipes: dict[int, tuple[Any, ...] | None] = {}  # type_no -> native recipe
 
     def head(self, plan_no: int, device_no: int) -> bytes:
         key = (plan_no, device_no)
@@ -150,37 +172,99 @@ class Numbers:
         return Event(_sha256(raw).digest(), raw, env, decode_body(tag, body))
 
     def fold(
-        self, state: PlanState, rows: Iterable[Sequence[Any]], check: ChainCheck | None = None
+        self,
+        state: PlanState,
+        rows: Iterable[Sequence[Any]],
+        check: ChainCheck | None = None,
+        *,
+        native: bool | None = None,
     ) -> None:
-        """Fold stored rows (`ROW_COLUMNS` order) into `state`, as decoding
+        """Fold stored rows (`ROW_COLUMNS` first; columns after those are
+        ignored) into `state`, as decoding
         each (`event_of`) and `evolve` would, but without building the event:
         the signed bytes are spliced and hashed for the id, and plain edits are
         folded from their body bytes (`evolve_stored`). KeyError as for
         `raw_of`; the fold is idempotent, so folding the rows again after a
         reload is safe. With `check`, every chain's links are checked on the
-        way (rows of whole chains, from seq 1, in seq order per chain)."""
-        head, types, tags, devices = self.head, self.types, self.tags, self.devices
-        for plan_no, device_no, seq, hlc, type_no, data in rows:
-            if type_no is None:
-                event = decode_stored(bytes(data))
-                if check is not None:
-                    env = event.env
-                    check.see((plan_no, device_no), seq, env.prev, event.id, event.raw, env.author)
-                evolve(state, event)
-                continue
-            raw = splice(head(plan_no, device_no), seq, hlc, types[type_no], data)
+        way (rows of whole chains, from seq 1, in seq order per chain).
+
+        The compiled fold (`core.store.native_fold`, built with the package)
+        does this for the common rows and hands the others to `_fold_row`;
+        `native=False` (or no compiled module, or VIDDA_PURE_PYTHON set: see
+        `NATIVE`) folds every row in Python. Both give the same state and the
+        same chain check (tests/core/test_native_fold.py)."""
+        if (NATIVE if native is None else native) and _native is not None:
+            _native.fold(
+                state,
+                rows if isinstance(rows, Sequence) else list(rows),
+                self.head,
+                self.devices,
+                self.types,
+                self._recipes,
+                self._native_recipe,
+                partial(self._fold_row, state, check),
+                check,
+                EntityState,
+                FieldState,
+                Head,
+            )
+            return
+        for row in rows:
+            self._fold_row(state, check, row)
+
+    def _fold_row(
+        self,
+        state: PlanState,
+        check: ChainCheck | None,
+        row: Sequence[Any],
+        eid: bytes | None = None,
+    ) -> None:
+        """One row of `fold`. `eid` given: the compiled fold has already
+        hashed the row and checked its link; fold it only."""
+        plan_no, device_no, seq, hlc, type_no, data = row[:6]
+        if type_no is None:
+            event = decode_stored(bytes(data))
+            if check is not None:
+                env = event.env
+                check.see((plan_no, device_no), seq, env.prev, event.id, event.raw, env.author)
+            evolve(state, event)
+            return
+        if eid is None:
+            raw = splice(self.head(plan_no, device_no), seq, hlc, self.types[type_no], data)
             eid = _sha256(raw).digest()
             if check is not None:
-                check.see((plan_no, device_no), seq, data[:HASH_LEN], eid, raw, devices[device_no])
-            if not evolve_stored(
-                state,
-                eid,
-                hlc,
-                devices[device_no],
-                tags[type_no],
-                data[HASH_LEN:-SIGNATURE_LEN],
-            ):
-                evolve(state, self.event_of(plan_no, device_no, seq, hlc, type_no, data))
+                check.see(
+                    (plan_no, device_no), seq, data[:HASH_LEN], eid, raw, self.devices[device_no]
+                )
+        if not evolve_stored(
+            state,
+            eid,
+            hlc,
+            self.devices[device_no],
+            self.tags[type_no],
+            data[HASH_LEN:-SIGNATURE_LEN],
+        ):
+            evolve(state, self.event_of(plan_no, device_no, seq, hlc, type_no, data))
+
+    def _native_recipe(self, type_no: int) -> tuple[Any, ...] | None:
+        """What the compiled fold needs of a type (`stored_recipe`, with
+        struct field names as UTF-8 and defaults by position); cached."""
+        found = stored_recipe(self.tags[type_no])
+        recipe = None
+        if found is not None:
+            kind, id_field, creates, names, defaults, has_replaces = found
+            keys = tuple(names)
+            recipe = (
+                kind,
+                id_field.encode() if id_field is not None else None,
+                creates,
+                tuple(k.encode() for k in keys),
+                tuple(names[k] for k in keys),
+                tuple((keys.index(k), factory) for k, factory in defaults.items()),
+                has_replaces,
+            )
+        self._recipes[type_no] = recipe
+        return recipe
 
     def raw_or_data(
         self, plan_no: int, device_no: int, seq: int, hlc: int, type_no: int | None, data: bytes

@@ -18,11 +18,11 @@ from core.events.envelope import FORMAT_VERSION, Envelope, Event, open_event
 from core.events.ids import new_uuid7
 from core.projections.plan_state import (
     PlanState,
-    _stored_recipe,
     canonical_bytes,
     evolve,
     evolve_stored,
     project,
+    stored_recipe,
 )
 from core.projections.plan_view import view
 from core.store import time_travel
@@ -147,9 +147,9 @@ def test_every_plain_edit_type_takes_the_stored_path() -> None:
     special = {"KeyQuestionAnswered", "EntityRemoved", "ConflictResolved"}
     for cls in BODY_TYPES:
         tag = next(t for t, c in BODY_BY_TAG.items() if c is cls)
-        assert (_stored_recipe(tag) is None) == (tag in special), tag
-    assert _stored_recipe("MemberAdded") is None
-    assert _stored_recipe("SomethingFromTheFuture") is None
+        assert (stored_recipe(tag) is None) == (tag in special), tag
+    assert stored_recipe("MemberAdded") is None
+    assert stored_recipe("SomethingFromTheFuture") is None
 
 
 def test_absent_defaults_are_set_as_the_struct_decoder_sets_them() -> None:

@@ -185,7 +185,8 @@ async def test_first_time_travel_folds_in_memory_while_keys_work(
         await _until(lambda: screen.history_all is not None)
         monkeypatch.setattr(history_load, "SLICE", 0.0)  # one event per turn
         _key(app, "t")
-        await _until(lambda: isinstance(app.screen, AsOfScreen))
+        # pushed, then composed: under load the first check can fall between
+        await _until(lambda: isinstance(app.screen, AsOfScreen) and bool(app.screen.query("#when")))
         asof = app.screen
         assert isinstance(asof, AsOfScreen)
         when = asof.query_one("#when", Label)
