@@ -4,11 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # pip builds the compiled fold (core/store/native_fold.c) with the package:
 # a change to either installs again.
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml core/store/native_fold.c | sha256sum | cut -c1-12)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml core/store/native_fold.c core/store/msgpack_read.h | sha256sum | cut -c1-12)
 
 .PHONY: run test check lint typecheck bench clean
 
-$(STAMP): pyproject.toml core/store/native_fold.c
+$(STAMP): pyproject.toml core/store/native_fold.c core/store/msgpack_read.h
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
