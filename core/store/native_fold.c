@@ -493,10 +493,10 @@ fold_plain(Ctx *cx, Recipe *r, PyObject *eid, const unsigned char *body, Py_ssiz
         if (has_replaces) {
             for (Py_ssize_t j = 0; ok && j < PyList_GET_SIZE(replaces); j++) {
                 PyObject *rid = PyList_GET_ITEM(replaces, j);
-                if (PyDict_DelItem(heads, rid) < 0) {
-                    if (PyErr_ExceptionMatches(PyExc_KeyError)) PyErr_Clear();
-                    else ok = 0;
-                }
+                /* heads.pop(rid, None): often not a head of this field (an
+                 * edit of another field), and a KeyError is dear to raise */
+                int is_head = PyDict_Contains(heads, rid);
+                if (is_head < 0 || (is_head && PyDict_DelItem(heads, rid) < 0)) ok = 0;
                 if (ok && PySet_Add(replaced, rid) < 0) ok = 0;
             }
         }
