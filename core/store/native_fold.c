@@ -534,9 +534,12 @@ fold_rows(Ctx *cx, PyObject *rows)
     PyObject **items = PySequence_Fast_ITEMS(rows);
     for (Py_ssize_t ri = 0; ri < nrows; ri++) {
         PyObject *row = items[ri];
-        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) < 6 || PyTuple_GET_ITEM(row, 4) == Py_None) {
-            /* stored whole (type_no NULL), or not a row tuple: the callback
-             * checks and folds it, or raises what Python raises */
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) < 6 || !PyLong_CheckExact(PyTuple_GET_ITEM(row, 0))
+            || !PyLong_CheckExact(PyTuple_GET_ITEM(row, 1)) || !PyLong_CheckExact(PyTuple_GET_ITEM(row, 2))
+            || !PyLong_CheckExact(PyTuple_GET_ITEM(row, 3)) || !PyLong_CheckExact(PyTuple_GET_ITEM(row, 4))) {
+            /* stored whole (type_no NULL), not a row tuple, or a column of
+             * another type (a damaged file): the callback checks and folds
+             * it, or raises what Python raises */
             if (cx->check != Py_None && flush_chains(cx) < 0) return NULL;
             PyObject *res = PyObject_CallFunctionObjArgs(cx->slow, row, Py_None, NULL);
             if (res == NULL) return NULL;

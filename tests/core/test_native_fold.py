@@ -229,8 +229,10 @@ def logs(draw: st.DrawFn) -> list[tuple[Any, ...]]:
             row = (1, device, seq, hlc, tag_no, draw(st.binary(max_size=31)))  # too short
         elif flaw == 5:
             row = [1, device, seq, hlc, tag_no, data]  # not a tuple
+        elif flaw == 6:
+            row = (1, device, seq, hlc + 0.5, tag_no, data)  # a REAL where an INTEGER goes
         rows.append(row)
-        if row[4] is not None and row[4] <= len(TAGS) and len(row[5]) >= 32:
+        if row[4] is not None and row[4] <= len(TAGS) and len(row[5]) >= 32 and flaw != 6:
             eid = hashlib.sha256(numbers.raw_of(*row)).digest()
             chains[device] = (seq, eid)
             seen.append(eid)
