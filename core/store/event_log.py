@@ -39,7 +39,7 @@ from core.events.envelope import (
     Signer,
     decode_stored,
     event_id,
-    open_event,
+    open_events,
     seal,
     signature_ok,
 )
@@ -54,7 +54,7 @@ from core.store.errors import StoreError
 from core.store.ingest import ingest_chain, keep_evidence, mark_unordered
 from core.store.ingest_report import IngestReport, Rejection
 from core.store.migrate import is_legacy, migrate_v1
-from core.store.rows import ROW_COLUMNS, Numbers, pack, type_encoding
+from core.store.rows import ROW_COLUMNS, Numbers, pack_events, type_encoding
 from core.store.schema import PRAGMAS, SCHEMA, SCHEMA_VERSION
 
 T = TypeVar("T")
@@ -247,12 +247,12 @@ class EventLog:
     async def stored_rows(self, plan_no: int, dev_no: int, events: Iterable[Event]) -> list[Row]:
         """`stored_row` of each of one chain's events; a type tag is numbered
         (a write) only the first time it is met."""
-        head = self.numbers.head(plan_no, dev_no)
+        events = list(events)
         type_nos = self._type_nos
         rows: list[Row] = []
-        for ev in events:
+        packed = pack_events(self.numbers.head(plan_no, dev_no), events)
+        for ev, data in zip(events, packed, strict=True):
             env = ev.env
-            data = pack(ev.raw, head, env.seq, env.prev, env.hlc, env.type, len(env.body))
             if data is None:
                 rows.append((plan_no, dev_no, env.seq, env.hlc, None, ev.raw))
                 continue
@@ -370,18 +370,16 @@ class EventLog:
         of those that open and are of this workspace; the others are
         reported rejected."""
         opened: list[tuple[int, Event]] = []
-        for index, raw in enumerate(raws):
-            try:
-                ev = open_event(raw, verify=False, strict=True)
-            except EventError as exc:
-                report.rejected.append(Rejection(index, None, exc.reason, str(exc)))
-                continue
-            if ev.env.workspace != self.workspace:
+        workspace = self.workspace
+        for index, ev in enumerate(open_events(raws)):
+            if isinstance(ev, EventError):
+                report.rejected.append(Rejection(index, None, ev.reason, str(ev)))
+            elif ev.env.workspace != workspace:
                 report.rejected.append(
                     Rejection(index, ev.id, "wrong_workspace", "event of another workspace")
                 )
-                continue
-            opened.append((index, ev))
+            else:
+                opened.append((index, ev))
         return opened
 
     async def ingest_batches(

@@ -374,3 +374,23 @@ async def test_ingest_commits_bookkeeping_with_the_events_or_not_at_all(tmp_path
         assert await log.fetch("SELECT cursor FROM sync_cursors") == [(7,)]
     finally:
         await log.close()
+
+
+async def test_a_linked_run_whose_newest_signature_fails_keeps_its_authentic_prefix(
+    tmp_path: Path,
+) -> None:
+    """A batch that extends a chain with linked events, the newest of them
+    damaged in its signature (the links hold: the id covers the damaged
+    bytes): the events before it are authentic and land, it is rejected."""
+    log = await open_log(tmp_path / "a.db")
+    plan = new_uuid7()
+    alice = Replica(WS, plan)
+    first = alice.make(b.PlanCreated(title="A", municipality="A"))
+    assert len((await log.ingest([first[0].raw])).accepted) == 1
+    more = alice.make(*(b.PlanDetailsRevised(title=f"T{i}") for i in range(4)))
+    damaged = more[-1].raw[:-1] + bytes([more[-1].raw[-1] ^ 1])
+    report = await log.ingest([e.raw for e in more[:-1]] + [damaged])
+    assert report.accepted == more[:-1]
+    assert [(r.index, r.reason) for r in report.rejected] == [(3, "bad_signature")]
+    assert (await log.vector(plan)) == {alice.device: 4}
+    await log.close()
