@@ -466,10 +466,13 @@ class EventLog:
                 accepted.extend(report.accepted)
             now = self._now_ms()
             # Observing every timestamp leaves the clock at the newest one it
-            # adopts: try them newest first, and stop at the first adopted.
-            for hlc in sorted({ev.env.hlc for ev in accepted}, reverse=True):
-                if self.clock.observe(hlc, now):
-                    break
+            # adopts: try them newest first, and stop at the first adopted
+            # (nearly always the newest of all: one observation).
+            hlcs = [ev.env.hlc for ev in accepted]
+            if hlcs and not self.clock.observe(max(hlcs), now):
+                for hlc in sorted(set(hlcs), reverse=True):
+                    if self.clock.observe(hlc, now):
+                        break
             await _set_meta(conn, "clock", self.clock.last.to_bytes(8, "big"))
             if then is not None and batches:
                 for sql, params in then(batches[-1][1]):
@@ -528,16 +531,6 @@ class EventLog:
         stored = await _meta(conn, "clock")
         if stored:
             self.clock.last = max(self.clock.last, int.from_bytes(stored, "big"))
-
-    async def _frozen_at(self, plan_no: int, dev_no: int) -> int | None:
-        # execute_fetchall: one thread hop (execute + fetchone + close are three).
-        rows = list(
-            await self._conn.execute_fetchall(
-                "SELECT at_seq FROM frozen_chains WHERE plan_no=? AND device_no=?",
-                (plan_no, dev_no),
-            )
-        )
-        return int(rows[0][0]) if rows else None
 
     # --- reading ---------------------------------------------------------------------------
 

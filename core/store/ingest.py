@@ -54,18 +54,23 @@ async def ingest_chain(
         items = kept
     plan_no = await log._plan_no(plan)
     dev_no = await log._device_no(author)
-    found = list(
-        await conn.execute_fetchall(
-            f"SELECT {ROW_COLUMNS} FROM events WHERE plan_no=? AND device_no=? "
-            "ORDER BY seq DESC LIMIT 1",
-            (plan_no, dev_no),
+    # One round trip for the frozen flag and the chain head (each aiosqlite
+    # call is a thread hop).
+    frozen_at, *head = next(
+        iter(
+            await conn.execute_fetchall(
+                "SELECT (SELECT at_seq FROM frozen_chains WHERE plan_no=?1 AND device_no=?2), "
+                f"{ROW_COLUMNS} FROM (SELECT 1) LEFT JOIN (SELECT {ROW_COLUMNS} FROM events "
+                "WHERE plan_no=?1 AND device_no=?2 ORDER BY seq DESC LIMIT 1)",
+                (plan_no, dev_no),
+            )
         )
     )
     head_seq, head_id, head_hlc = 0, ZERO_HASH, -1
-    if found:
-        head_seq, head_hlc = int(found[0][2]), int(found[0][3])
-        head_id = event_id((await log.raws(found))[0])
-    frozen = await log._frozen_at(plan_no, dev_no)
+    if head[2] is not None:
+        head_seq, head_hlc = int(head[2]), int(head[3])
+        head_id = event_id((await log.raws([head]))[0])
+    frozen = None if frozen_at is None else int(frozen_at)
     if consecutive and frozen is None and seqs[0] == head_seq + 1:
         events = [ev for _, ev in items]
         if links_ok(events, head_id) == len(events):
