@@ -9,7 +9,12 @@ moves frames and keeps trying while the link comes and goes.
 
 Durability: a cursor is committed in the same transaction as the events
 it covers, and only if they all landed, so it is never ahead of the events
-(a crash before the commit only re-fetches; duplicates are no-ops).
+(a crash before the commit only re-fetches; duplicates are no-ops). While
+a catch-up has more frames to come, a transaction's COMMIT runs on the
+database thread while the session folds its events and parses the next
+frames (`ingest_batches(commit_later=True)`); the next transaction waits
+for it, and the end of a catch-up is not reached (nor the plan reported
+caught up) before every COMMIT of it is done (`EventLog.settle`).
 Consecutive catch-up frames of one plan the shell has in hand at once
 (`receive_many`, at most `group_frames` of them) are stored in ONE
 transaction (group commit: one BEGIN, one fsync); the cursor recorded with
@@ -257,7 +262,12 @@ class ClientSession:
             ]
 
         if any(m.events for m in messages):
-            await self.log.ingest_batches(batches, then=cursor)
+            # Mid catch-up, the COMMIT runs while this folds the events and
+            # parses the next frames; the next write (the next frames, the
+            # end of the catch-up below) waits for it (`EventLog.settle`).
+            await self.log.ingest_batches(
+                batches, then=cursor, commit_later=message.catch_up and message.more
+            )
             fold = self.folds.get(plan)
             for _, report in batches:
                 self.status.received += len(report.accepted)
@@ -272,6 +282,7 @@ class ClientSession:
         elif any(m.cursor for m in messages):
             await self.log.record(cursor())
         if not message.more and plan in self.catching_up:
+            await self.log.settle()  # all of the catch-up is durable
             self.catching_up.discard(plan)
             fold = self.folds.pop(plan, None)
             if fold is not None:

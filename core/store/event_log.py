@@ -39,7 +39,7 @@ from core.events.envelope import (
     Signer,
     decode_stored,
     event_id,
-    open_event,
+    open_events,
     seal,
     signature_ok,
 )
@@ -54,7 +54,7 @@ from core.store.errors import StoreError
 from core.store.ingest import ingest_chain, keep_evidence, mark_unordered
 from core.store.ingest_report import IngestReport, Rejection
 from core.store.migrate import is_legacy, migrate_v1
-from core.store.rows import ROW_COLUMNS, Numbers, pack, type_encoding
+from core.store.rows import ROW_COLUMNS, Numbers, pack_events, type_encoding
 from core.store.schema import PRAGMAS, SCHEMA, SCHEMA_VERSION
 
 T = TypeVar("T")
@@ -80,6 +80,7 @@ class EventLog:
         self.clock = clock
         self._now_ms = now_ms
         self._lock = asyncio.Lock()
+        self._commit: asyncio.Future[None] | None = None  # a COMMIT still running (`settle`)
         self._plan_nos: dict[bytes, int] = {}
         self._device_nos: dict[bytes, int] = {}
         self._type_nos: dict[str, int] = {}
@@ -149,7 +150,25 @@ class EventLog:
         return log
 
     async def close(self) -> None:
-        await self._conn.close()
+        """Close the file, after a COMMIT still running (`settle`): raises
+        what that COMMIT raised, if anything."""
+        try:
+            await self.settle()
+        finally:
+            await self._conn.close()
+
+    async def settle(self) -> None:
+        """Wait for the COMMIT of a transaction written with `commit_later`
+        (see `ingest_batches`), and raise what it raised; its events are
+        durable once this returns. Every write transaction settles first."""
+        commit = self._commit
+        if commit is None:
+            return
+        try:
+            await asyncio.shield(commit)
+        finally:
+            if self._commit is commit and commit.done():
+                self._commit = None
 
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(db, *args)` on the connection's own thread, `db` being the
@@ -188,8 +207,15 @@ class EventLog:
         return int(row[0]) if row and row[0] is not None else 0
 
     @contextlib.asynccontextmanager
-    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
+    async def _tx(self, *, commit_later: bool = False) -> AsyncIterator[aiosqlite.Connection]:
+        """A write transaction under the lock. With `commit_later`, the
+        block's end only queues the COMMIT on the connection's thread and
+        returns; the lock is held until the COMMIT is done (`_finish`), and
+        `settle` (which every transaction calls first) waits for it."""
+        await self.settle()
+        async with contextlib.AsyncExitStack() as stack:
+            await self._lock.acquire()
+            stack.callback(self._lock.release)
             await self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
@@ -197,7 +223,25 @@ class EventLog:
                 await self._conn.execute("ROLLBACK")
                 await self._load_numbers_after_rollback()
                 raise
+            if commit_later:
+                stack.pop_all()  # `_finish` releases the lock
+                self._commit = asyncio.ensure_future(self._finish())
+            else:
+                await self._conn.execute("COMMIT")
+
+    async def _finish(self) -> None:
+        """The COMMIT of a `commit_later` transaction, holding its lock; if
+        it fails, the transaction is rolled back and the error kept for
+        `settle`."""
+        try:
             await self._conn.execute("COMMIT")
+        except Exception:
+            with contextlib.suppress(Exception):
+                await self._conn.execute("ROLLBACK")
+                await self._load_numbers_after_rollback()
+            raise
+        finally:
+            self._lock.release()
 
     async def _load_numbers_after_rollback(self) -> None:
         self._plan_nos.clear()
@@ -247,12 +291,12 @@ class EventLog:
     async def stored_rows(self, plan_no: int, dev_no: int, events: Iterable[Event]) -> list[Row]:
         """`stored_row` of each of one chain's events; a type tag is numbered
         (a write) only the first time it is met."""
-        head = self.numbers.head(plan_no, dev_no)
+        events = list(events)
         type_nos = self._type_nos
         rows: list[Row] = []
-        for ev in events:
+        packed = pack_events(self.numbers.head(plan_no, dev_no), events)
+        for ev, data in zip(events, packed, strict=True):
             env = ev.env
-            data = pack(ev.raw, head, env.seq, env.prev, env.hlc, env.type, len(env.body))
             if data is None:
                 rows.append((plan_no, dev_no, env.seq, env.hlc, None, ev.raw))
                 continue
@@ -370,32 +414,39 @@ class EventLog:
         of those that open and are of this workspace; the others are
         reported rejected."""
         opened: list[tuple[int, Event]] = []
-        for index, raw in enumerate(raws):
-            try:
-                ev = open_event(raw, verify=False, strict=True)
-            except EventError as exc:
-                report.rejected.append(Rejection(index, None, exc.reason, str(exc)))
-                continue
-            if ev.env.workspace != self.workspace:
+        workspace = self.workspace
+        for index, ev in enumerate(open_events(raws)):
+            if isinstance(ev, EventError):
+                report.rejected.append(Rejection(index, None, ev.reason, str(ev)))
+            elif ev.env.workspace != workspace:
                 report.rejected.append(
                     Rejection(index, ev.id, "wrong_workspace", "event of another workspace")
                 )
-                continue
-            opened.append((index, ev))
+            else:
+                opened.append((index, ev))
         return opened
 
     async def ingest_batches(
         self,
         batches: Sequence[tuple[Sequence[tuple[int, Event]], IngestReport]],
         then: Callable[[IngestReport], Sequence[Statement]] | None = None,
+        *,
+        commit_later: bool = False,
     ) -> list[IngestReport]:
         """Ingest several batches of opened events (`open_for_ingest`) in
         ONE transaction (group commit: one BEGIN, one fsync), each with its
         own report, in order: a batch sees what the batches before it
         stored, exactly as separate `ingest` calls would. All or nothing: if
         anything raises, nothing of any batch is stored. `then` (see
-        `ingest`) sees the last batch's report."""
-        async with self._tx() as conn:
+        `ingest`) sees the last batch's report.
+
+        With `commit_later`, it returns once the events are written and
+        their COMMIT (the fsync) is queued on the connection's thread: the
+        caller parses and folds what comes next meanwhile. Nothing is
+        durable, nor may be acknowledged as stored, until `settle()`
+        returns (the next write transaction and `close` settle too, and
+        raise what the COMMIT raised; the transaction is then rolled back)."""
+        async with self._tx(commit_later=commit_later) as conn:
             await self._adopt_stored_clock(conn)
             accepted: list[Event] = []
             for opened, report in batches:
@@ -415,10 +466,13 @@ class EventLog:
                 accepted.extend(report.accepted)
             now = self._now_ms()
             # Observing every timestamp leaves the clock at the newest one it
-            # adopts: try them newest first, and stop at the first adopted.
-            for hlc in sorted({ev.env.hlc for ev in accepted}, reverse=True):
-                if self.clock.observe(hlc, now):
-                    break
+            # adopts: try them newest first, and stop at the first adopted
+            # (nearly always the newest of all: one observation).
+            hlcs = [ev.env.hlc for ev in accepted]
+            if hlcs and not self.clock.observe(max(hlcs), now):
+                for hlc in sorted(set(hlcs), reverse=True):
+                    if self.clock.observe(hlc, now):
+                        break
             await _set_meta(conn, "clock", self.clock.last.to_bytes(8, "big"))
             if then is not None and batches:
                 for sql, params in then(batches[-1][1]):
@@ -477,16 +531,6 @@ class EventLog:
         stored = await _meta(conn, "clock")
         if stored:
             self.clock.last = max(self.clock.last, int.from_bytes(stored, "big"))
-
-    async def _frozen_at(self, plan_no: int, dev_no: int) -> int | None:
-        # execute_fetchall: one thread hop (execute + fetchone + close are three).
-        rows = list(
-            await self._conn.execute_fetchall(
-                "SELECT at_seq FROM frozen_chains WHERE plan_no=? AND device_no=?",
-                (plan_no, dev_no),
-            )
-        )
-        return int(rows[0][0]) if rows else None
 
     # --- reading ---------------------------------------------------------------------------
 

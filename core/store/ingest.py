@@ -15,7 +15,7 @@ import aiosqlite
 
 from core.events.envelope import Event, event_id, signature_ok
 from core.events.ids import ZERO_HASH
-from core.events.verify import authentic_prefix
+from core.events.verify import authentic_prefix, links_ok
 from core.store.ingest_report import IngestReport, Rejection
 from core.store.rows import ROW_COLUMNS
 
@@ -31,9 +31,13 @@ async def ingest_chain(
     items: list[tuple[int, Event]],
     report: IngestReport,
 ) -> list[Row]:
-    items.sort(key=lambda it: (it[1].env.seq, it[0]))
+    seqs = [ev.env.seq for _, ev in items]
+    # The common case (a catch-up, a push): one run of consecutive seqs, in order.
+    consecutive = bool(seqs) and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    if not consecutive:
+        items.sort(key=lambda it: (it[1].env.seq, it[0]))
     by_seq: dict[int, set[bytes]] = defaultdict(set)
-    if len({ev.env.seq for _, ev in items}) < len(items):  # a seq twice: look closer
+    if not consecutive and len(set(seqs)) < len(items):  # a seq twice: look closer
         for _, ev in items:
             by_seq[ev.env.seq].add(ev.raw)
     if any(len(raws) > 1 for raws in by_seq.values()):
@@ -50,18 +54,34 @@ async def ingest_chain(
         items = kept
     plan_no = await log._plan_no(plan)
     dev_no = await log._device_no(author)
-    found = list(
-        await conn.execute_fetchall(
-            f"SELECT {ROW_COLUMNS} FROM events WHERE plan_no=? AND device_no=? "
-            "ORDER BY seq DESC LIMIT 1",
-            (plan_no, dev_no),
+    # One round trip for the frozen flag and the chain head (each aiosqlite
+    # call is a thread hop).
+    frozen_at, *head = next(
+        iter(
+            await conn.execute_fetchall(
+                "SELECT (SELECT at_seq FROM frozen_chains WHERE plan_no=?1 AND device_no=?2), "
+                f"{ROW_COLUMNS} FROM (SELECT 1) LEFT JOIN (SELECT {ROW_COLUMNS} FROM events "
+                "WHERE plan_no=?1 AND device_no=?2 ORDER BY seq DESC LIMIT 1)",
+                (plan_no, dev_no),
+            )
         )
     )
     head_seq, head_id, head_hlc = 0, ZERO_HASH, -1
-    if found:
-        head_seq, head_hlc = int(found[0][2]), int(found[0][3])
-        head_id = event_id((await log.raws(found))[0])
-    frozen = await log._frozen_at(plan_no, dev_no)
+    if head[2] is not None:
+        head_seq, head_hlc = int(head[2]), int(head[3])
+        head_id = event_id((await log.raws([head]))[0])
+    frozen = None if frozen_at is None else int(frozen_at)
+    if consecutive and frozen is None and seqs[0] == head_seq + 1:
+        events = [ev for _, ev in items]
+        if links_ok(events, head_id) == len(events):
+            # Every event extends the chain and links to the one before: no
+            # duplicates, forks, gaps or frozen chain to sort out, only the
+            # signatures (the same run the general path below would build).
+            newest = events[-1]
+            good = len(events) if signature_ok(newest.raw, newest.env.author) else None
+            return await _store_run(
+                log, conn, plan_no, dev_no, items, head_id, head_hlc, report, good
+            )
     fresh: list[tuple[int, Event]] = []
     seen_in_batch: dict[int, bytes] = {}
     for index, ev in items:
@@ -130,24 +150,41 @@ async def ingest_chain(
         run.append((index, ev))
         expected_seq, expected_prev = seq + 1, ev.id
     if run:
-        events = [ev for _, ev in run]
+        rows.extend(await _store_run(log, conn, plan_no, dev_no, run, head_id, head_hlc, report))
+    return rows
+
+
+async def _store_run(
+    log: EventLog,
+    conn: aiosqlite.Connection,
+    plan_no: int,
+    dev_no: int,
+    run: list[tuple[int, Event]],
+    head_id: bytes,
+    head_hlc: int,
+    report: IngestReport,
+    good: int | None = None,
+) -> list[Row]:
+    """The rows of a linked run that extends the chain: its authentic
+    prefix (fast path: the newest signature; `good` if the caller knows it)
+    is accepted, the rest rejected."""
+    events = [ev for _, ev in run]
+    if good is None:
         good = authentic_prefix(events, head_id)
-        last_hlc, ordered = head_hlc, True
-        authentic = events[:good]
-        report.accepted.extend(authentic)
-        rows.extend(await log.stored_rows(plan_no, dev_no, authentic))
-        for ev in authentic:
-            hlc = ev.env.hlc
-            if hlc <= last_hlc:
-                ordered = False
-                break
-            last_hlc = hlc
-        if not ordered:
+    authentic = events[:good]
+    report.accepted.extend(authentic)
+    rows = await log.stored_rows(plan_no, dev_no, authentic)
+    last_hlc = head_hlc
+    for ev in authentic:
+        hlc = ev.env.hlc
+        if hlc <= last_hlc:
             await mark_unordered(conn, plan_no, dev_no)
-        for index, ev in run[good:]:
-            report.rejected.append(
-                Rejection(index, ev.id, "bad_signature", "signature does not verify")
-            )
+            break
+        last_hlc = hlc
+    for index, ev in run[good:]:
+        report.rejected.append(
+            Rejection(index, ev.id, "bad_signature", "signature does not verify")
+        )
     return rows
 
 

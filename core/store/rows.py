@@ -112,6 +112,41 @@ def pack(
     return prev + raw[start:]
 
 
+_envelope_encoder = msgspec.msgpack.Encoder()
+
+
+def pack_events(head: bytes, events: Sequence[Event]) -> list[bytes | None]:
+    """`pack` of each of one chain's events (as decoded from their signed
+    bytes, `head` the chain's `prefix`), in one go: their envelopes are
+    encoded together (msgpack is canonical: the shortest form of every
+    field) and compared with their payloads in one comparison. The payloads
+    can only be as long as that encoding or longer, so if the two
+    concatenations are equal, every payload is its envelope's canonical
+    encoding, which is exactly what splicing gives back. If they differ
+    (another implementation's encoding somewhere), each event is packed on
+    its own."""
+    if not events:
+        return []
+    envs = [ev.env for ev in events]
+    payloads = b"".join([ev.raw[:-SIGNATURE_LEN] for ev in events])
+    encoded = _envelope_encoder.encode(envs)
+    n = len(events)
+    header = 1 if n < 16 else 3 if n < 1 << 16 else 5  # msgpack's array header
+    if len(encoded) == header + len(payloads) and encoded.endswith(payloads):
+        out: list[bytes | None] = []
+        for ev in events:
+            raw, env = ev.raw, ev.env
+            if raw.startswith(head) and len(env.prev) == HASH_LEN:
+                out.append(env.prev + raw[len(raw) - len(env.body) - SIGNATURE_LEN :])
+            else:
+                out.append(None)
+        return out
+    return [
+        pack(ev.raw, head, ev.env.seq, ev.env.prev, ev.env.hlc, ev.env.type, len(ev.env.body))
+        for ev in events
+    ]
+
+
 class Numbers:
     """What splicing needs from the log's small-number tables."""
 

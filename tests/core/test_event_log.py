@@ -17,6 +17,7 @@ from core.projections.plan_state import canonical_bytes
 from core.store import checkpoints as checkpoints_module
 from core.store.errors import StoreError
 from core.store.event_log import EventLog
+from core.store.ingest_report import IngestReport
 from tests.core.replica import Replica
 
 WS = new_uuid7()
@@ -374,3 +375,95 @@ async def test_ingest_commits_bookkeeping_with_the_events_or_not_at_all(tmp_path
         assert await log.fetch("SELECT cursor FROM sync_cursors") == [(7,)]
     finally:
         await log.close()
+
+
+async def test_a_linked_run_whose_newest_signature_fails_keeps_its_authentic_prefix(
+    tmp_path: Path,
+) -> None:
+    """A batch that extends a chain with linked events, the newest of them
+    damaged in its signature (the links hold: the id covers the damaged
+    bytes): the events before it are authentic and land, it is rejected."""
+    log = await open_log(tmp_path / "a.db")
+    plan = new_uuid7()
+    alice = Replica(WS, plan)
+    first = alice.make(b.PlanCreated(title="A", municipality="A"))
+    assert len((await log.ingest([first[0].raw])).accepted) == 1
+    more = alice.make(*(b.PlanDetailsRevised(title=f"T{i}") for i in range(4)))
+    damaged = more[-1].raw[:-1] + bytes([more[-1].raw[-1] ^ 1])
+    report = await log.ingest([e.raw for e in more[:-1]] + [damaged])
+    assert report.accepted == more[:-1]
+    assert [(r.index, r.reason) for r in report.rejected] == [(3, "bad_signature")]
+    assert (await log.vector(plan)) == {alice.device: 4}
+    await log.close()
+
+
+def _failing_commits(log: EventLog, times: int) -> list[str]:
+    """Make the log's next `times` COMMITs fail (a full disk, say); returns
+    the statements seen."""
+    seen: list[str] = []
+    execute = log._conn.execute
+    left = [times]
+
+    def failing(sql: str, *args: object):  # type: ignore[no-untyped-def]
+        seen.append(sql)
+        if sql == "COMMIT" and left[0] > 0:
+            left[0] -= 1
+
+            async def fail() -> None:
+                raise sqlite3.OperationalError("database or disk is full")
+
+            return fail()
+        return execute(sql, *args)  # type: ignore[arg-type]
+
+    log._conn.execute = failing  # type: ignore[method-assign]
+    return seen
+
+
+async def test_a_commit_left_running_is_settled_before_the_next_write(tmp_path: Path) -> None:
+    """`ingest_batches(commit_later=True)` returns with its COMMIT queued:
+    `settle` waits for it (then the events are durable, seen by another
+    connection). A COMMIT that fails is rolled back and its error raised by
+    `settle`, or by the next write or `close` if nothing settled it; the
+    lock is free again and the same events can be ingested afterwards."""
+    plan, dev, events = three_event_chain()
+    path = tmp_path / "a.db"
+    log = await open_log(path)
+
+    async def ingest_later(evs: tuple[object, ...]) -> None:
+        report = IngestReport()
+        opened = log.open_for_ingest([e.raw for e in evs], report)  # type: ignore[attr-defined]
+        await log.ingest_batches([(opened, report)], commit_later=True)
+        assert len(report.accepted) == len(evs)
+
+    def stored() -> int:
+        conn = sqlite3.connect(path)
+        try:
+            return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+        finally:
+            conn.close()
+
+    await ingest_later(events[:1])
+    await log.settle()
+    assert stored() == 1
+    seen = _failing_commits(log, 1)
+    await ingest_later(events[1:])
+    with pytest.raises(sqlite3.OperationalError):
+        await log.settle()
+    assert seen[seen.index("COMMIT") + 1] == "ROLLBACK"
+    assert stored() == 1 and (await log.vector(plan)) == {dev.device: 1}
+    await log.settle()  # raised once
+    # Not settled: the next write raises it (after the rollback), then works.
+    _failing_commits(log, 1)
+    await ingest_later(events[1:])
+    with pytest.raises(sqlite3.OperationalError):
+        await log.ingest([events[1].raw])
+    assert len((await log.ingest([e.raw for e in events[1:]])).accepted) == 2
+    assert stored() == 3
+    # Nor settled before close: close raises it, and closes.
+    more = dev.make(b.PlanDetailsRevised(title="D"))
+    _failing_commits(log, 1)
+    await ingest_later(tuple(more))
+    with pytest.raises(sqlite3.OperationalError):
+        await log.close()
+    _open.remove(log)
+    assert stored() == 3

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from core.commands.edits import new_plan
 from core.events.bodies import MemberRevoked, PlanDetailsRevised
 from core.events.ids import new_uuid7
@@ -322,9 +324,9 @@ async def test_catch_up_frames_in_hand_are_stored_in_one_transaction(tmp_path: P
     calls: list[int] = []
     ingest_batches = logs[1].ingest_batches
 
-    async def counted(batches, then=None):  # type: ignore[no-untyped-def]
+    async def counted(batches, then=None, **kw):  # type: ignore[no-untyped-def]
         calls.append(len(batches))
-        return await ingest_batches(batches, then=then)
+        return await ingest_batches(batches, then=then, **kw)
 
     logs[1].ingest_batches = counted  # type: ignore[method-assign]
     link = Link(hub, logs[1], keys[1], group_frames=4)
@@ -422,3 +424,63 @@ async def test_a_plan_caught_up_from_empty_is_folded_along_and_checkpointed(
     for log in [*logs, admin_log, hub.log]:
         await log.close()
     del ws, admin, Log
+
+
+async def test_catch_up_commits_run_behind_and_the_end_waits_for_them(tmp_path: Path) -> None:
+    """While more catch-up frames follow, a transaction's COMMIT is left
+    running (`commit_later`) while the client goes on; the end of the
+    catch-up waits for every one of them. A COMMIT that fails mid catch-up
+    fails the session, with no cursor past the events stored, and the next
+    connection catches up on everything."""
+    import sqlite3
+
+    ws, hub, admin, admin_log, keys, logs = await _setup(tmp_path)
+    plan = new_uuid7()
+    await _fill(logs[0], keys[0], plan, 2_500)  # three catch-up frames
+    await Link(hub, logs[0], keys[0]).run()
+    log = logs[1]
+    later: list[bool] = []
+    ingest_batches = log.ingest_batches
+
+    armed = [False]
+
+    async def spied(batches, then=None, *, commit_later=False):  # type: ignore[no-untyped-def]
+        later.append(commit_later)
+        if later.count(True) == 2:  # the plan's second frame: its COMMIT fails
+            await log.settle()  # (the first frame's, still running, does not)
+            armed[0] = True
+        return await ingest_batches(batches, then=then, commit_later=commit_later)
+
+    log.ingest_batches = spied  # type: ignore[method-assign]
+    execute = log._conn.execute
+
+    def second_commit_fails(sql: str, *args: object):  # type: ignore[no-untyped-def]
+        if sql == "COMMIT" and armed[0]:
+            armed[0] = False
+
+            async def fail() -> None:
+                raise sqlite3.OperationalError("disk I/O error")
+
+            return fail()
+        return execute(sql, *args)  # type: ignore[arg-type]
+
+    log._conn.execute = second_commit_fails  # type: ignore[method-assign]
+    link = Link(hub, log, keys[1])
+    with pytest.raises(sqlite3.OperationalError):
+        await link.run()
+    link.close()
+    held = (await log.vector(plan)).get(keys[0].public_key, 0)
+    assert held == 1_000  # the first frame; not the second, whose COMMIT failed
+    for plan_id, cursor in await log.fetch("SELECT plan_id, cursor FROM sync_cursors"):
+        upto = {raw for _, raw in await hub.log.raw_events(bytes(plan_id), upto_rx=int(cursor))}
+        assert upto <= {raw for _, raw in await log.raw_events(bytes(plan_id))}
+    later.clear()
+    again = Link(hub, log, keys[1])
+    await again.run()
+    assert again.client.status.state == "up_to_date"
+    assert (await log.vector(plan)) == (await logs[0].vector(plan))
+    assert True in later and later[-1] is False  # mid catch-up behind, the last one not
+    assert not log._lock.locked() and log._commit is None
+    for each in [*logs, admin_log, hub.log]:
+        await each.close()
+    del ws, admin

@@ -14,9 +14,12 @@ restarts (a new epoch: clients must fall back to vectors).
 
 Batches are shrunk to a few events and checkpoints to a few events' tail so
 that small histories still take the multi-batch catch-up and push paths and
-the checkpoint path of `load_state`. `Link` drains a session's outbox only
-between frames (the shell's writer drains it concurrently), so sessions get
-an unbounded outbox here: no slow readers in this machine.
+the checkpoint path of `load_state`. Each device's client takes the frames
+waiting at once in groups of 1, 2 or 4 (drawn per device: group commit,
+`ClientSession.receive_many`, as the websockets shell does with up to 4).
+`Link` drains a session's outbox only between frames (the shell's writer
+drains it concurrently), so sessions get an unbounded outbox here: no slow
+readers in this machine.
 
 After every step: no acknowledged event is lost (every seq range in a
 client's `sync_acks` is on the server with the same bytes); no cursor runs
@@ -80,6 +83,9 @@ STEPS = 25
 BATCH = 3  # events per push / catch-up batch (the product's is 1,000)
 CHECKPOINT_TAIL = 3  # load_state writes a checkpoint after this many (the product's is 2,000)
 TIMEOUT = 60.0  # seconds for one step's async work; a hang is a failure
+# Frames a device's client takes together (`ClientSession.receive_many`,
+# group commit), per device; the shell's is 4.
+GROUP_FRAMES = [1, 2, 4]
 
 TITLES = ["Aure", "Áltá", "Kárášjohka", "Vardø", "Sjøvegan", "Bagn"]
 PLAN_FIELDS: dict[str, list[Any]] = {
@@ -101,10 +107,13 @@ Raws = dict[bytes, frozenset[bytes]]  # plan -> its raw events
 
 
 class Device:
-    def __init__(self, name: str, key: DeviceKey, log: EventLog) -> None:
+    def __init__(self, name: str, key: DeviceKey, log: EventLog, group_frames: int = 1) -> None:
         self.name = name
         self.key = key
         self.log = log
+        # Frames its links hand to the client together (group commit), as
+        # the websockets shell does with the frames waiting at once.
+        self.group_frames = group_frames
         self.link: Link | None = None  # an open (live) connection
         self.delivered: list[m.Events] = []  # every events message any of its links got
         self.acks: list[m.Acked] = []  # every acked message any of its links got
@@ -184,19 +193,21 @@ class SyncMachine(RuleBasedStateMachine):
     def connect(self, dev: Device) -> Link:
         assert self.hub is not None
         self.drop(dev)
-        link = Link(self.hub, dev.log, dev.key)
+        link = Link(self.hub, dev.log, dev.key, group_frames=dev.group_frames)
         # The shell drains a session's outbox while the session works; Link
         # drains it only between frames, so a catch-up of many small batches
         # would wait forever for room. An unbounded outbox (no slow readers).
         link.server.outbox = Outbox(max_frames=0, max_bytes=0)
-        receive, outgoing = link.client.receive, link.client.outgoing
+        receive_many, outgoing = link.client.receive_many, link.client.outgoing
 
-        async def recording(message: m.ServerMessage) -> None:
-            if isinstance(message, m.Events):
-                dev.delivered.append(message)
-            elif isinstance(message, m.Acked):
-                dev.acks.append(message)
-            await receive(message)
+        async def recording(messages: list[m.ServerMessage]) -> None:
+            # `receive` of one message goes through `receive_many` too.
+            for message in messages:
+                if isinstance(message, m.Events):
+                    dev.delivered.append(message)
+                elif isinstance(message, m.Acked):
+                    dev.acks.append(message)
+            await receive_many(messages)
 
         def checked() -> list[m.ClientMessage]:
             sent = outgoing()
@@ -208,7 +219,7 @@ class SyncMachine(RuleBasedStateMachine):
                         assert want.cursor == 0 or want.epoch == self.hub_epoch(), want
             return sent
 
-        link.client.receive = recording  # type: ignore[method-assign]
+        link.client.receive_many = recording  # type: ignore[method-assign]
         link.client.outgoing = checked  # type: ignore[method-assign]
         return link
 
@@ -242,22 +253,25 @@ class SyncMachine(RuleBasedStateMachine):
 
     # --- setup ----------------------------------------------------------------------------------
 
-    @initialize(n=st.integers(3, 5))
-    def setup(self, n: int) -> None:
-        self.run(self._setup(n))
+    @initialize(
+        n=st.integers(3, 5),
+        groups=st.lists(st.sampled_from(GROUP_FRAMES), min_size=6, max_size=6),
+    )
+    def setup(self, n: int, groups: list[int]) -> None:
+        self.run(self._setup(n, groups))
 
-    async def _setup(self, n: int) -> None:
+    async def _setup(self, n: int, groups: list[int]) -> None:
         ws = new_uuid7()
         admin_key = DeviceKey.from_seed(bytes([200]) * 32)
         admin_log = await _open(self.dir / "admin.db", ws)
-        self.admin = Device("admin", admin_key, admin_log)
+        self.admin = Device("admin", admin_key, admin_log, groups[-1])
         self.server_log = await _open(self.dir / "server.db", ws)
         self.hub = await self._start_hub()
         for i in range(n):
             key = DeviceKey.from_seed(bytes([i + 1]) * 32)
             await enrol(self.admin.log, admin_key, key, name=f"d{i}")
             log = await _open(self.dir / f"d{i}.db", ws)
-            self.editors.append(Device(f"d{i}", key, log))
+            self.editors.append(Device(f"d{i}", key, log, groups[i]))
         # The first editor starts a plan; everyone syncs and stays connected.
         first = self.editors[0]
         plan, bodies = edits.new_plan(title="Sentrum", municipality="Aure")
