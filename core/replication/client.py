@@ -22,8 +22,8 @@ them is the one the last of them with a cursor and no rejection carries,
 exactly what committing them one by one would leave.
 
 Fold along: a plan that was empty here when this session subscribed is
-folded from the events as they are stored (their bodies are decoded
-already), and at the end of its catch-up the fold is saved as the plan's
+folded from its rows as they are stored (`IngestReport.rows`, through the
+compiled fold: no second decode of the bodies), and at the end of its catch-up the fold is saved as the plan's
 checkpoint if it covers every stored event of the plan
 (`checkpoints.save_if_complete`), so the first `load_state` after a big
 catch-up restores it instead of replaying the whole log. Acks are recorded in one
@@ -40,7 +40,7 @@ import time
 import msgspec
 
 from core.events.envelope import Signer, decode_stored
-from core.projections.plan_state import PlanState, evolve
+from core.projections.plan_state import PlanState
 from core.store import checkpoints
 from core.store.event_log import EventLog, Statement
 from core.store.ingest_report import IngestReport
@@ -272,9 +272,9 @@ class ClientSession:
             for _, report in batches:
                 self.status.received += len(report.accepted)
                 if fold is not None:
-                    with checkpoints.gc_paused():  # the growing state, rescanned
-                        for ev in report.accepted:
-                            evolve(fold, ev)
+                    # from the rows as stored (the compiled fold), this plan's only
+                    rows = zip(report.accepted, report.rows, strict=True)
+                    await self.log.fold_rows(fold, [r for ev, r in rows if ev.env.plan == plan])
                 for r in report.rejected + report.evidence:
                     self.status.rejected.append(
                         SyncProblem(plan.hex(), -1, r.reason, f"from the server: {r.message}")

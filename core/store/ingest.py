@@ -174,6 +174,7 @@ async def _store_run(
     authentic = events[:good]
     report.accepted.extend(authentic)
     rows = await log.stored_rows(plan_no, dev_no, authentic)
+    report.rows.extend(rows)
     last_hlc = head_hlc
     for ev in authentic:
         hlc = ev.env.hlc

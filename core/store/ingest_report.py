@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from core.events.envelope import Event
@@ -16,6 +18,9 @@ class Rejection(msgspec.Struct, frozen=True):
 
 class IngestReport(msgspec.Struct):
     accepted: list[Event] = msgspec.field(default_factory=list)
+    # The stored rows (`ROW_COLUMNS`) of `accepted`, in the same order: a
+    # caller folds what was stored from them (`EventLog.fold_rows`).
+    rows: list[tuple[Any, ...]] = msgspec.field(default_factory=list)
     duplicates: int = 0
     rejected: list[Rejection] = msgspec.field(default_factory=list)
     evidence: list[Rejection] = msgspec.field(default_factory=list)  # kept, not applied
