@@ -6,7 +6,10 @@ bytes back and hashing them for its id, checking every chain link from seq 1
 on the way (`core.events.verify.ChainCheck`), folding plain edits straight
 from their body bytes (`evolve_stored`), and at the end checking the newest
 signature of each chain (the fast path). The cyclic GC is paused, as core's
-fold paths do.
+fold paths do. The compiled fold (`core/store/native_fold.c`) does this for
+the common rows; the same rebuild with every row in Python
+(`core.store.rows.NATIVE` off, what `VIDDA_PURE_PYTHON=1` does) is timed
+beside it.
 
 Also timed, in the same run: the earlier pipeline, which decodes every row
 into an event first (`EventLog.decoded_events`), verifies each chain
