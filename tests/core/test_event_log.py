@@ -333,6 +333,11 @@ async def test_every_event_of_a_batch_ends_up_in_the_report(tmp_path: Path) -> N
         if any(e.raw == raw for e in report.accepted)
     ]
     assert sorted(indexes) == [0, 1, 2]
+    # The stored rows of what was accepted, in its order (what a caller folds).
+    assert report.accepted
+    assert [log.numbers.raw_of(*row) for row in report.rows] == [e.raw for e in report.accepted]
+    again = await log.ingest([e1.raw, e2.raw, e3.raw])  # all duplicates now
+    assert again.accepted == [] and again.rows == []
     await log.close()
 
 
