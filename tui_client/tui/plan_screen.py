@@ -18,6 +18,7 @@ from tui_client.tui.bindings import localise
 from tui_client.tui.cells import EDIT_ERRORS, cell_text, form_fields, form_text
 from tui_client.tui.dialogs import ConfirmDialog, FormDialog, ResolveDialog
 from tui_client.tui.field_editor import FieldEditor
+from tui_client.tui.form_editor import FormEditor
 from tui_client.tui.history import (
     HISTORY_ROWS,
     AsOfScreen,
@@ -106,7 +107,7 @@ class PlanScreen(Screen[None]):
             with TabPane(t("history"), id="tab-history"):
                 yield Label("", id="history-filter")
                 yield DataTable(id="history", cursor_type="row")
-        yield status_bar(FieldEditor())
+        yield status_bar(FieldEditor(), FormEditor())
 
     async def on_mount(self) -> None:
         await self.reload()
@@ -138,7 +139,7 @@ class PlanScreen(Screen[None]):
         tabs = self.query_one("#tabs", TabbedContent)
         for name in ("overview", "phases", *ENTITY_TABS, "conflicts", "history"):
             tabs.get_tab(f"tab-{name}").label = t(name)
-        for editor in self.query(FieldEditor):  # its Escape key, if open now
+        for editor in (*self.query(FieldEditor), *self.query(FormEditor)):  # Escape, if open
             localise(editor, t)
         self.refresh_bindings()
 
@@ -329,10 +330,16 @@ class PlanScreen(Screen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         tabs = self.ONLY_ON.get(action)
         if tabs is not None and self.is_mounted:
+            if self._editing():
+                return False  # a line or form is open: keys go to it (Escape closes it)
             return self._active().removeprefix("tab-") in tabs
         if action == "resolve":
             return bool(self.data.get("conflicts"))
         return True
+
+    def _editing(self) -> bool:
+        """A field or a form is open in place."""
+        return any(e.is_open for e in (*self.query(FieldEditor), *self.query(FormEditor)))
 
     def action_back(self) -> None:
         self.forget_history()  # stop reading it, and folding it for time travel
@@ -344,7 +351,7 @@ class PlanScreen(Screen[None]):
     def _active(self) -> str:
         return self.query_one("#tabs", TabbedContent).active
 
-    def action_edit(self) -> None:
+    async def action_edit(self) -> None:
         app: ViddaApp = self.app  # type: ignore[assignment]
         active = self._active()
         if active == "tab-overview":
@@ -358,7 +365,7 @@ class PlanScreen(Screen[None]):
             field = "status" if kind == "phase" else "text"
             current = self._entity(kind, hex_id)["fields"].get(field)
         elif active.removeprefix("tab-") in ENTITY_TABS:
-            self._edit_entity(active.removeprefix("tab-"))
+            await self._edit_entity(active.removeprefix("tab-"))
             return
         else:
             return
@@ -528,8 +535,9 @@ class PlanScreen(Screen[None]):
         """The plan's research report (what `vidda report PLAN` prints)."""
         self.app.push_screen(ReportScreen(self.plan))
 
-    def action_add(self) -> None:
-        """Add an entity of the active tab's kind (activities, actors, …)."""
+    async def action_add(self) -> None:
+        """Add an entity of the active tab's kind (activities, actors, …):
+        a form in place, above the status line."""
         app: ViddaApp = self.app  # type: ignore[assignment]
         group = self._active().removeprefix("tab-")
         if group not in ENTITY_TABS:
@@ -537,16 +545,17 @@ class PlanScreen(Screen[None]):
         kind = ENTITY_TABS[group][0]
         fields = [(f, app.t(f"col_{f}")) for f in form_fields(kind)]
 
-        async def done(values: dict[str, str] | None) -> None:
-            if not values:
-                return
+        async def save(values: dict[str, str]) -> bool:
             texts = {k: v for k, v in values.items() if v.strip()}
-            await self._write(app.workspace.add(self.plan, kind, self._numbers(texts)))
+            if not texts:
+                return True  # nothing to add: the form just closes
+            return await self._write(app.workspace.add(self.plan, kind, self._numbers(texts)))
 
-        self.app.push_screen(FormDialog(f"{app.t('add')}: {app.t(group)}", fields), done)
+        await self.query_one(FormEditor).open(f"{app.t('add')}: {app.t(group)}", fields, save)
 
-    def _edit_entity(self, group: str) -> None:
-        """Every field of the selected entity in one form; changed ones are saved."""
+    async def _edit_entity(self, group: str) -> None:
+        """Every field of the selected entity in one form in place; changed
+        ones are saved."""
         app: ViddaApp = self.app  # type: ignore[assignment]
         entities = self.data.get(group) or []
         if not entities:
@@ -557,19 +566,18 @@ class PlanScreen(Screen[None]):
         before = {f: form_text(ent["fields"].get(f)) for f in form_fields(kind)}
         fields = [(f, app.t(f"col_{f}")) for f in form_fields(kind)]
 
-        async def done(values: dict[str, str] | None) -> None:
-            if not values:
-                return
+        async def save(values: dict[str, str]) -> bool:
             changed = {k: v for k, v in values.items() if v != before.get(k, "")}
-            if changed:
-                await self._write(
-                    app.workspace.set_fields(
-                        self.plan, kind, bytes.fromhex(ent["id"]), self._numbers(changed)
-                    )
+            if not changed:
+                return True
+            return await self._write(
+                app.workspace.set_fields(
+                    self.plan, kind, bytes.fromhex(ent["id"]), self._numbers(changed)
                 )
+            )
 
-        self.app.push_screen(
-            FormDialog(f"{app.t('edit')}: {app.t(group)}", fields, values=before), done
+        await self.query_one(FormEditor).open(
+            f"{app.t('edit')}: {app.t(group)}", fields, save, values=before
         )
 
     def _numbers(self, texts: dict[str, str]) -> dict[str, str]:
