@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.command import CommandPalette
+from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.screen import Screen
 
@@ -126,8 +127,11 @@ class ViddaApp(App[None]):
                 self.log.error(f"sync engine: {exc!r}")
 
     def refresh_status(self) -> None:
-        for line in self.screen.query(StatusLine):
-            line.render_status(self)
+        try:  # `query_one` by id is cached; `query` would walk every widget of the screen
+            line = self.screen.query_one("#status", StatusLine)
+        except NoMatches:
+            return
+        line.render_status(self)
 
     # --- sync in the background ------------------------------------------------------------
 

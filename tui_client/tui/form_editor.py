@@ -37,7 +37,6 @@ class FormEditor(Vertical):
     DEFAULT_CSS = """
     FormEditor { height: auto; max-height: 60vh; display: none; background: $boost;
                  padding: 0 1; overflow-y: auto; }
-    FormEditor.-open { display: block; }
     FormEditor #form-title { text-style: bold; width: 1fr; }
     FormEditor #form-hint { color: $text-muted; width: 1fr; }
     FormEditor #form-fields { layout: grid; grid-size: 4; grid-columns: auto 1fr auto 1fr;
@@ -60,7 +59,7 @@ class FormEditor(Vertical):
 
     @property
     def is_open(self) -> bool:
-        return self.has_class("-open")
+        return self.display
 
     def inputs(self) -> list[Input]:
         return list(self.query_one("#form-fields", Grid).query(Input))
@@ -96,7 +95,7 @@ class FormEditor(Vertical):
             field = self.query_one(f"#f_{name}", Input)
             field.value = values.get(name, "")
             field.cursor_position = len(field.value)
-        self.add_class("-open")
+        self.display = True  # an inline style: a class would restyle every line below
         first = self.inputs()
         if first:
             first[0].focus()
@@ -105,7 +104,7 @@ class FormEditor(Vertical):
         return {name: self.query_one(f"#f_{name}", Input).value for name in self._names}
 
     def close(self) -> None:
-        self.remove_class("-open")
+        self.display = False
         self._save = None
         back, self._back_to = self._back_to, None
         if back is not None and back.is_attached:

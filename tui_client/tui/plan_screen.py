@@ -113,9 +113,9 @@ class PlanScreen(Screen[None]):
         await self.reload()
 
     async def reload(self) -> None:
-        """Read the plan again and redraw what is on screen: the overview and
-        the phases always (small), the other tabs when shown (a plan with
-        hundreds of activities and actors redraws one table per edit)."""
+        """Read the plan again and redraw what is on screen: the overview
+        always (small), the other tabs when shown (a plan with hundreds of
+        activities, actors and needs redraws one table per edit)."""
         app: ViddaApp = self.app  # type: ignore[assignment]
         t = app.t
         if localise(self, t):
@@ -127,8 +127,7 @@ class PlanScreen(Screen[None]):
         f = self.data["fields"]
         self.sub_title = f"{f.get('municipality', '')} · {f.get('title', '')}"
         self._fill_overview()
-        self._fill_phases()
-        self.stale = {*ENTITY_TABS, "conflicts", "history"}
+        self.stale = {"phases", *ENTITY_TABS, "conflicts", "history"}
         self.forget_history()
         await self._fill(self._active().removeprefix("tab-"))
         app.refresh_status()
@@ -147,7 +146,9 @@ class PlanScreen(Screen[None]):
         if group not in self.stale:
             return
         self.stale.discard(group)
-        if group in ENTITY_TABS:
+        if group == "phases":
+            self._fill_phases()
+        elif group in ENTITY_TABS:
             self._fill_entities(group)
         elif group == "conflicts":
             self._fill_conflicts()
