@@ -88,6 +88,13 @@ class PlanScreen(Screen[None]):
         self.step_of: dict[str, int] = {}  # event id (hex) -> its step
         self.history_filter = HistoryFilter()
         self.stale: set[str] = set()  # tabs to redraw when shown
+        # The line and the form that edit in place (kept: `check_action` asks
+        # them on every key and footer update, a query would walk the screen).
+        self.field_editor, self.form_editor = FieldEditor(), FormEditor()
+        # Per entity tab: the labels of referenced entities and each row's
+        # cells by entity id, with the entity view they came from (the view
+        # memo keeps an untouched entity's view, the very same dict).
+        self.row_cache: dict[str, tuple[dict[str, Any], dict[str, tuple[Any, list[str]]]]] = {}
 
     def compose(self) -> ComposeResult:
         t = self.app.t  # type: ignore[attr-defined]
@@ -107,7 +114,7 @@ class PlanScreen(Screen[None]):
             with TabPane(t("history"), id="tab-history"):
                 yield Label("", id="history-filter")
                 yield DataTable(id="history", cursor_type="row")
-        yield status_bar(FieldEditor(), FormEditor())
+        yield status_bar(self.field_editor, self.form_editor)
 
     async def on_mount(self) -> None:
         await self.reload()
@@ -138,7 +145,7 @@ class PlanScreen(Screen[None]):
         tabs = self.query_one("#tabs", TabbedContent)
         for name in ("overview", "phases", *ENTITY_TABS, "conflicts", "history"):
             tabs.get_tab(f"tab-{name}").label = t(name)
-        for editor in (*self.query(FieldEditor), *self.query(FormEditor)):  # Escape, if open
+        for editor in (self.field_editor, self.form_editor):  # their Escape key, if open
             localise(editor, t)
         self.refresh_bindings()
 
@@ -214,15 +221,25 @@ class PlanScreen(Screen[None]):
         }
         cols = ENTITY_TABS[group][1]
         rows: list[Row] = []
+        was_labels, was_rows = self.row_cache.get(group, (None, {}))
+        same_labels = was_labels == labels
+        cached: dict[str, tuple[Any, list[str]]] = {}
         for ent in self.data[group]:
-            ef = ent["fields"]
-            cells = []
-            for c in cols:
-                value = ef.get(c)
-                if c in labels and value:
-                    value = labels[c].get(value, value)
-                cells.append(cell_text(value) + (" ⚠" if c in ent.get("conflicts", ()) else ""))
+            found = was_rows.get(ent["id"])
+            if same_labels and found is not None and found[0] is ent:
+                cells = found[1]
+            else:
+                ef = ent["fields"]
+                cells = []
+                for c in cols:
+                    value = ef.get(c)
+                    if c in labels and value:
+                        value = labels[c].get(value, value)
+                    mark = " ⚠" if c in ent.get("conflicts", ()) else ""
+                    cells.append(cell_text(value) + mark)
+            cached[ent["id"]] = (ent, cells)
             rows.append((ent["id"], cells))
+        self.row_cache[group] = (labels, cached)
         self.query_one(f"#{group}", ShownTable).show([t(f"col_{c}") for c in cols], rows)
         if group == "actors":
             self.query_one("#actor-grid", Static).update(actor_grid(self.data["actors"], t))
@@ -340,7 +357,7 @@ class PlanScreen(Screen[None]):
 
     def _editing(self) -> bool:
         """A field or a form is open in place."""
-        return any(e.is_open for e in (*self.query(FieldEditor), *self.query(FormEditor)))
+        return self.field_editor.is_open or self.form_editor.is_open
 
     def action_back(self) -> None:
         self.forget_history()  # stop reading it, and folding it for time travel
@@ -374,7 +391,7 @@ class PlanScreen(Screen[None]):
         async def save(text: str) -> bool:
             return await self._write(app.workspace.set_field(self.plan, kind, entity, field, text))
 
-        self.query_one(FieldEditor).open(app.t(f"field_{field}"), form_text(current), save)
+        self.field_editor.open(app.t(f"field_{field}"), form_text(current), save)
 
     def _entity(self, kind: str, hex_id: str) -> dict[str, Any]:
         group = {"phase": "phases", "need": "needs", "activity": "activities"}[kind]
@@ -405,7 +422,7 @@ class PlanScreen(Screen[None]):
                 texts["phase"] = phase
             return await self._write(app.workspace.add(self.plan, "need", texts))
 
-        self.query_one(FieldEditor).open(app.t(f"need_{kind}"), "", save)
+        self.field_editor.open(app.t(f"need_{kind}"), "", save)
 
     async def action_to_phase(self, step: int) -> None:
         """Move the selected need (phases tab, the tablecloth) or activity
@@ -552,7 +569,7 @@ class PlanScreen(Screen[None]):
                 return True  # nothing to add: the form just closes
             return await self._write(app.workspace.add(self.plan, kind, self._numbers(texts)))
 
-        await self.query_one(FormEditor).open(f"{app.t('add')}: {app.t(group)}", fields, save)
+        await self.form_editor.open(f"{app.t('add')}: {app.t(group)}", fields, save)
 
     async def _edit_entity(self, group: str) -> None:
         """Every field of the selected entity in one form in place; changed
@@ -577,7 +594,7 @@ class PlanScreen(Screen[None]):
                 )
             )
 
-        await self.query_one(FormEditor).open(
+        await self.form_editor.open(
             f"{app.t('edit')}: {app.t(group)}", fields, save, values=before
         )
 
