@@ -57,6 +57,7 @@ class ViddaApp(App[None]):
               background: $surface; overflow-y: auto; }
     FormDialog, ResolveDialog, ConfirmDialog { align: center middle; }
     #history-filter, #when, #compare-title { padding: 0 1; }
+    #when { width: 1fr; height: 1; }
     #status-bar { dock: bottom; height: auto; }
     #status-bar Footer { dock: none; }
     #status { height: 1; background: $panel; color: $text; padding: 0 1; }

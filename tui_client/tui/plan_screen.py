@@ -594,9 +594,7 @@ class PlanScreen(Screen[None]):
                 )
             )
 
-        await self.form_editor.open(
-            f"{app.t('edit')}: {app.t(group)}", fields, save, values=before
-        )
+        await self.form_editor.open(f"{app.t('edit')}: {app.t(group)}", fields, save, values=before)
 
     def _numbers(self, texts: dict[str, str]) -> dict[str, str]:
         """Let people name a phase, activity or sub-goal by its number as shown."""
