@@ -14,9 +14,9 @@ timed presses, untimed:
   until the overview shows the new title: one signed event appended in one
   durable transaction (synchronous=FULL), the fold extended, the screen
   redrawn;
-* edit in a form: Enter in an activity's form dialog (`e` on the
-  activities tab) until the activities table shows the new title (the same,
-  plus closing a modal screen);
+* edit in a form: Enter in the last field of an activity's form (`e` on the
+  activities tab; a panel in place since session 6, a modal dialog before)
+  until the activities table shows the new title and the form is closed;
 * edit by a key: shift+down on the activities tab moves an activity down
   (one ActivityMoved event, durable, the list redrawn, the cursor on it);
 * history: the history tab shown (the newest rows, then every change of the
@@ -50,6 +50,7 @@ from core.identity.keyfile import save_key
 from core.identity.profile import Profile, save_profile
 from tui_client.home import Home
 from tui_client.tui.app import AsOfScreen, PlanScreen, PlansScreen, ViddaApp
+from tui_client.tui.form_editor import FormEditor
 
 OPEN_TARGET, EDIT_TARGET, STEP_TARGET = 0.5, 0.050, 0.050
 PASS = "bench"
@@ -135,12 +136,13 @@ async def run(home: Home, edits: int, steps: int, opens: int) -> dict[str, list[
         table.focus()
         table.move_cursor(row=0)
         await pilot.pause()
+        form = screen.query_one(FormEditor)
         for n in range(edits):
             await pilot.press("e")  # the activity's form
             await pilot.pause()
             title = f"Folkemøte, runde {n}"
             app.screen.query_one("#f_title", Input).value = title
-            app.screen.query(Input).last().focus()
+            form.inputs()[-1].focus()
             await pilot.pause()
             fresh_heap()
             t0 = time.perf_counter()
@@ -148,7 +150,9 @@ async def run(home: Home, edits: int, steps: int, opens: int) -> dict[str, list[
             await until(
                 pilot,
                 lambda title=title: (
-                    app.screen is screen and table.get_row_at(table.cursor_row)[1] == title
+                    app.screen is screen
+                    and not form.is_open
+                    and table.get_row_at(table.cursor_row)[1] == title
                 ),
             )
             out["form"].append(time.perf_counter() - t0)
@@ -228,7 +232,7 @@ def main() -> None:
         "open": "open the plan (first)",
         "reopen": "open the plan again",
         "edit": "edit in place: Enter → durable, shown",
-        "form": "edit in a form dialog: Enter → durable, shown",
+        "form": "edit in a form: Enter → durable, shown",
         "reorder": "edit by a key (shift+↓ moves an activity)",
         "history_tab": "history tab: the newest rows shown (worker)",
         "history_read": "history tab: every row read (worker)",

@@ -8,6 +8,7 @@ that arrived after a removal, and what the fold skipped.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from core.events.hlc import to_iso
@@ -154,7 +155,12 @@ def view_ids(data: dict[str, Any]) -> list[str]:
 
 def entities_of(state: PlanState, kind: str) -> list[dict[str, Any]]:
     """The live entities of one kind, as `view` lists them (in order)."""
-    live = [e for (k, _), e in sorted(state.entities.items()) if k == kind and not e.removed]
+    return views_of(e for (k, _), e in state.entities.items() if k == kind)
+
+
+def views_of(ents: Iterable[EntityState]) -> list[dict[str, Any]]:
+    """The live ones of `ents` (of one kind), as `view` lists them (in order)."""
+    live = sorted((e for e in ents if not e.removed), key=lambda e: e.id)
     return [entity_view(e) for e in sorted(live, key=_sort_key)]
 
 

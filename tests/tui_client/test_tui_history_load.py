@@ -18,12 +18,14 @@ from textual.worker import WorkerState
 
 from core.commands import edits
 from core.projections.history import changes, changes_newest_first, timeline
-from core.projections.plan_state import evolve
+from core.projections.plan_state import PlanState, evolve
+from core.projections.plan_view import conflicts
 from core.store.event_log import EventLog
 from core.store.time_travel import state_as_of
 from tui_client.tui import history_load
 from tui_client.tui.app import AsOfScreen, PlanScreen, ViddaApp
-from tui_client.tui.history import as_of_view, event_steps, step_key
+from tui_client.tui.history import Stepper, as_of_view, event_steps, step_key
+from tui_client.tui.history_load import TimelineFold
 
 from .fixed_plan import KARI, FixedPlan, build
 
@@ -103,6 +105,53 @@ def test_newest_first_equals_the_time_line_walk(tmp_path: Path) -> None:
         newest = [c for cs in changes_newest_first(line) for c in reversed(cs)]
         assert newest == list(reversed(changes(line)))
         assert sum(1 for c in newest if c.old) > 2_500  # old values found by event id
+
+    asyncio.run(run())
+
+
+def test_stepping_shows_the_view_of_the_state_after_each_event(tmp_path: Path) -> None:
+    """`Stepper` keeps the view after every event it folds (`AsOfTracker`,
+    one entity derived again per event): each equals `as_of_view` of the
+    state folded from zero, stepping back or forward, from the in-memory
+    fold or from the log's checkpoints."""
+
+    async def run() -> None:
+        fixed = await _large(tmp_path / "home")
+        plan = fixed.plan
+        log = await EventLog.open(fixed.home.db_path)
+        try:
+            state = await log.load_state(plan)
+            first = {k: eid for (k, eid) in sorted(state.entities) if k != "plan"}
+            (conflict, *_) = conflicts(state)
+            bodies = [
+                edits.remove_entity(state, "actor", first["actor"]),
+                edits.remove_entity(state, "activity", first["activity"]),
+                *edits.set_fields(state, "phase", first["phase"], {"name": "Ny fase"}),
+                edits.resolve(
+                    state,
+                    conflict["kind"],
+                    bytes.fromhex(conflict["entity"]),
+                    conflict["field"],
+                    conflict["values"][0]["value"],
+                ),
+            ]
+            await log.append(KARI, plan, bodies)
+            line = timeline(await log.events(plan))
+            expected, folded = [], PlanState(plan)
+            for ev in line:
+                evolve(folded, ev)
+                expected.append(as_of_view(folded))
+            assert expected[-1]["conflicts"] == [] and expected[-2]["conflicts"]
+            fold = TimelineFold(plan, line)
+            await fold.run()
+            for stepper in (Stepper(log, plan, line, fold), Stepper(log, plan, line)):
+                for pos in reversed(range(len(line))):  # `[` from the newest event
+                    assert await stepper.view_at(line[pos].id.hex()) == expected[pos], pos
+            stepper = Stepper(log, plan, line, fold)
+            for pos in [1_500, *range(1_200, len(line), 7)]:  # a jump back, then forward
+                assert await stepper.view_at(line[pos].id.hex()) == expected[pos], pos
+        finally:
+            await log.close()
 
     asyncio.run(run())
 

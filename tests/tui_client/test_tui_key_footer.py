@@ -29,7 +29,7 @@ async def test_the_footer_is_kept_when_the_keys_stay_and_rebuilt_when_they_chang
         screen.refresh_bindings()  # the same keys: nothing to rebuild
         await pilot.pause()
         assert _keys(screen) == shown
-        await pilot.press("a")  # a form dialog, then back without saving
+        await pilot.press("ctrl+p")  # a modal screen (the palette), then back
         await pilot.pause()
         assert app.screen is not screen
         await pilot.press("escape")

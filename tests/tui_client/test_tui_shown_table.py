@@ -26,6 +26,16 @@ async def test_cells_update_in_place_and_a_rebuild_sizes_columns_afresh() -> Non
         await pilot.pause()
         assert table.get_row("x") == ["1", "endret"]
         assert dict(table.rows) == rows and table.cursor_row == 1  # not rebuilt
+        width = table.columns[ColumnKey("1")].content_width
+        table.show(("a", "b"), [("x", ("1", "endret")), ("y", ("2", "kort nå"))])
+        await pilot.pause()  # narrower text: the column stays (no re-measure, no layout)
+        assert table.columns[ColumnKey("1")].content_width == width
+        longer = "en tekst som er lengre enn alle"
+        table.show(("a", "b"), [("x", ("1", "endret")), ("y", ("2", longer))])
+        await pilot.pause()  # wider text: the column grows to fit it
+        assert table.columns[ColumnKey("1")].content_width == len(longer)
+        table.show(("a", "b"), [("x", ("1", "endret")), ("y", ("2", "en mye lengre tekst"))])
+        await pilot.pause()
         table.show(("a", "b"), [("y", ("2", "en mye lengre tekst")), ("x", ("1", "endret"))])
         await pilot.pause()
         assert [table.get_row_at(i)[0] for i in range(2)] == ["2", "1"]

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.command import CommandPalette
+from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.screen import Screen
 
@@ -56,6 +57,7 @@ class ViddaApp(App[None]):
               background: $surface; overflow-y: auto; }
     FormDialog, ResolveDialog, ConfirmDialog { align: center middle; }
     #history-filter, #when, #compare-title { padding: 0 1; }
+    #when { width: 1fr; height: 1; }
     #status-bar { dock: bottom; height: auto; }
     #status-bar Footer { dock: none; }
     #status { height: 1; background: $panel; color: $text; padding: 0 1; }
@@ -126,8 +128,11 @@ class ViddaApp(App[None]):
                 self.log.error(f"sync engine: {exc!r}")
 
     def refresh_status(self) -> None:
-        for line in self.screen.query(StatusLine):
-            line.render_status(self)
+        try:  # `query_one` by id is cached; `query` would walk every widget of the screen
+            line = self.screen.query_one("#status", StatusLine)
+        except NoMatches:
+            return
+        line.render_status(self)
 
     # --- sync in the background ------------------------------------------------------------
 

@@ -32,7 +32,6 @@ Save = Callable[[str], Awaitable[bool]]
 class FieldEditor(Horizontal):
     DEFAULT_CSS = """
     FieldEditor { height: auto; display: none; background: $boost; }
-    FieldEditor.-open { display: block; }
     FieldEditor #edit-label { width: auto; max-width: 40%; padding: 1 1 0 1; }
     FieldEditor #value { width: 1fr; }
     """
@@ -49,7 +48,7 @@ class FieldEditor(Horizontal):
 
     @property
     def is_open(self) -> bool:
-        return self.has_class("-open")
+        return self.display
 
     def open(self, label: str, value: str, save: Save) -> None:
         """Show the line with `value` (cursor at its end) and focus it."""
@@ -59,11 +58,11 @@ class FieldEditor(Horizontal):
         field = self.query_one("#value", Input)
         field.value = value
         field.cursor_position = len(value)
-        self.add_class("-open")
+        self.display = True  # an inline style: a class would restyle every line below
         field.focus()
 
     def close(self) -> None:
-        self.remove_class("-open")
+        self.display = False
         self._save = None
         back, self._back_to = self._back_to, None
         if back is not None and back.is_attached:

@@ -21,9 +21,10 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Header, Label
 
+from core.events.bodies import Body
 from core.events.envelope import Event
-from core.projections.plan_state import PlanState, evolve, restore, snapshot
-from core.projections.plan_view import conflicts, entities_of, entity_view
+from core.projections.plan_state import EntityState, PlanState, evolve
+from core.projections.plan_view import entity_conflicts, entity_view, views_of
 from core.store.checkpoints import gc_paused
 from core.store.event_log import EventLog
 from core.store.time_travel import checkpoints_ready, key_of, state_as_of
@@ -31,6 +32,7 @@ from tui_client.tui.bindings import localise
 from tui_client.tui.cells import cell_text
 from tui_client.tui.history_load import TimelineFold
 from tui_client.tui.layout import PLAN_FIELDS
+from tui_client.tui.shown_table import Row, ShownTable
 from tui_client.tui.status_line import status_bar
 
 if TYPE_CHECKING:
@@ -155,30 +157,108 @@ def step_key(step: dict[str, Any]) -> tuple[int, bytes, int]:
 
 
 def as_of_view(state: PlanState) -> dict[str, Any]:
-    """What the time-travel screen shows of a past state, the rest of
-    `plan_view.view` left out (stepping stays fast on a large plan)."""
-    plan = state.entity("plan", state.plan)
-    return {
-        "plan": state.plan.hex(),
-        "fields": entity_view(plan)["fields"] if plan else {},
-        "phases": entities_of(state, "phase"),
-        "actors": entities_of(state, "actor"),
-        "activity_count": sum(
-            1 for (k, _), e in state.entities.items() if k == "activity" and not e.removed
-        ),
-        "conflicts": conflicts(state),
-    }
+    """What the time-travel screen shows of a past state (the plan's fields,
+    its phases and actors, how many activities, the conflicts), the rest of
+    `plan_view.view` left out: stepping stays fast on a large plan."""
+    return AsOfTracker(state).data
+
+
+class AsOfTracker:
+    """`as_of_view` of a state kept up to date while events are folded into
+    it: an event touches one entity, so only that entity's part is derived
+    again (its conflicts; the plan's fields, the phases, one actor or the
+    activity count), and `data` is a new dict only when something shown
+    changed. Folding a
+    thousand events and keeping the view after each is then about as cheap
+    as folding them."""
+
+    def __init__(self, state: PlanState) -> None:
+        self.state = state
+        self.phases: dict[bytes, EntityState] = {}
+        self.actors: dict[bytes, dict[str, Any]] = {}
+        self.activities: set[bytes] = set()
+        self.conflicts: dict[tuple[str, bytes], list[dict[str, Any]]] = {}
+        for key, ent in state.entities.items():
+            found = entity_conflicts(ent)
+            if found:
+                self.conflicts[key] = found
+            kind, eid = key
+            if kind == "phase":
+                self.phases[eid] = ent
+            elif kind == "actor" and not ent.removed:
+                self.actors[eid] = entity_view(ent)
+            elif kind == "activity" and not ent.removed:
+                self.activities.add(eid)
+        plan = state.entity("plan", state.plan)
+        self.data: dict[str, Any] = {
+            "plan": state.plan.hex(),
+            "fields": entity_view(plan)["fields"] if plan else {},
+            "phases": self._phases(),
+            "actors": self._actors(),
+            "activity_count": len(self.activities),
+            "conflicts": self._conflicts(),
+        }
+
+    def _phases(self) -> list[dict[str, Any]]:
+        return views_of(self.phases.values())
+
+    def _actors(self) -> list[dict[str, Any]]:
+        return [view for _, view in sorted(self.actors.items())]
+
+    def _conflicts(self) -> list[dict[str, Any]]:
+        return [c for _, found in sorted(self.conflicts.items()) for c in found]
+
+    def evolve(self, event: Event) -> None:
+        """Fold `event` into the state and bring `data` up to date."""
+        state = self.state
+        evolve(state, event)
+        body = event.body
+        if not isinstance(body, Body):
+            return  # an unknown type: counted, nothing shown changes
+        kind = body.entity_kind()
+        eid = body.entity_id(state.plan)
+        ent = state.entities.get((kind, eid))
+        if ent is None:  # not folded (membership, say)
+            return
+        data = self.data
+        found = entity_conflicts(ent)
+        if found or (kind, eid) in self.conflicts:
+            if found:
+                self.conflicts[(kind, eid)] = found
+            else:
+                del self.conflicts[(kind, eid)]
+            self.data = data = {**data, "conflicts": self._conflicts()}
+        if kind == "plan":
+            self.data = {**data, "fields": entity_view(ent)["fields"]}
+        elif kind == "phase":
+            self.phases[eid] = ent
+            self.data = {**data, "phases": self._phases()}
+        elif kind == "actor":
+            if ent.removed:
+                self.actors.pop(eid, None)
+            else:
+                self.actors[eid] = entity_view(ent)
+            self.data = {**data, "actors": self._actors()}
+        elif kind == "activity" and ent.removed != (eid not in self.activities):
+            if ent.removed:
+                self.activities.discard(eid)
+            else:
+                self.activities.add(eid)
+            self.data = {**data, "activity_count": len(self.activities)}
 
 
 class Stepper:
-    """States along a plan's time line for stepping through it.
+    """What the time-travel screen shows after each event of a plan's time
+    line, for stepping through it.
 
-    The first state near a point comes from the log (`state_as_of`: nearest
-    checkpoint plus the events after it, up to a few thousand folds on a big
-    plan); it is taken `ANCHOR` events *before* the point and folded forward
-    in memory, and kept as an anchor (a pruned snapshot). Steps back and
-    forth near it restore the anchor and fold at most `ANCHOR` events, so
-    stepping event by event stays fast; a jump far away reads the log again."""
+    The view at a position comes from a fold: from the nearest state before
+    it (an anchor of the in-memory `TimelineFold`, every 1,000 events, or
+    the log's `state_as_of` `ANCHOR` events before it), every event up to
+    the position folded with an `AsOfTracker`, which keeps the view after
+    each. So the first step into a stretch of the time line folds up to
+    1,000 events once; the steps back through that stretch are look-ups,
+    and steps forward past the newest folded event fold one event each (the
+    state folded last is kept)."""
 
     ANCHOR = 250
 
@@ -187,40 +267,49 @@ class Stepper:
     ) -> None:
         self.log, self.plan, self.events = log, plan, events
         self.position = {ev.id.hex(): i for i, ev in enumerate(events)}
-        self.anchors: dict[int, bytes] = {}
+        self.views: dict[int, dict[str, Any]] = {}  # position -> the view after that event
+        self.head: tuple[int, AsOfTracker] | None = None  # the state folded last, and where
         # Without the log's time-line checkpoints: the time line folded in
         # memory (a worker), instead of `state_as_of` building them first.
         self.fold = fold
 
-    def ready(self, event: str) -> bool:
-        """Whether `state_at(event)` is quick now (else: wait for the fold)."""
-        pos = self.position[event]
-        if self.fold is None or any(pos - self.ANCHOR <= a <= pos for a in self.anchors):
-            return True
-        return self.fold.nearest(max(0, pos - self.ANCHOR)) is not None
+    def _ahead(self, pos: int) -> bool:
+        """The state folded last is before `pos`, near enough to fold on."""
+        return self.head is not None and self.head[0] < pos <= self.head[0] + TimelineFold.STEP
 
-    async def state_at(self, event: str) -> PlanState:
-        """The plan after the event with this id (hex), as `state_as_of`."""
+    def ready(self, event: str) -> bool:
+        """Whether `view_at(event)` is quick now (else: wait for the fold)."""
         pos = self.position[event]
-        below = [a for a in self.anchors if pos - self.ANCHOR <= a <= pos]
-        if below:
-            start = max(below)
-            state = restore(self.anchors[start])
+        if self.fold is None or pos in self.views or self._ahead(pos):
+            return True
+        return self.fold.nearest(pos) is not None
+
+    async def view_at(self, event: str) -> dict[str, Any]:
+        """`as_of_view` of the plan after the event with this id (hex)."""
+        pos = self.position[event]
+        found = self.views.get(pos)
+        if found is not None:
+            return found
+        if self._ahead(pos):
+            assert self.head is not None
+            at, tracker = self.head
         else:
-            start = max(0, pos - self.ANCHOR)
-            found = self.fold.nearest(start) if self.fold is not None else None
-            if found is None:
-                state = await state_as_of(self.log, self.plan, key_of(self.events[start]))
+            base = self.fold.nearest(pos) if self.fold is not None else None
+            if base is None:
+                at = max(0, pos - self.ANCHOR)
+                state = await state_as_of(self.log, self.plan, key_of(self.events[at]))
             else:
-                at, state = found
-                with gc_paused():
-                    for ev in self.events[at + 1 : start + 1]:
-                        evolve(state, ev)
-            self.anchors[start] = snapshot(state, prune=True)
+                at, state = base
+            tracker = AsOfTracker(state)
+            if at >= 0:
+                self.views[at] = tracker.data
+        views = self.views
         with gc_paused():
-            for ev in self.events[start + 1 : pos + 1]:
-                evolve(state, ev)
-        return state
+            for i in range(at + 1, pos + 1):
+                tracker.evolve(self.events[i])
+                views[i] = tracker.data
+        self.head = (pos, tracker)
+        return tracker.data
 
 
 def fill_history(
@@ -284,7 +373,7 @@ class AsOfScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Label("", id="when")
-        yield DataTable(id="asof", cursor_type="row")
+        yield ShownTable(id="asof")
         yield status_bar()
 
     async def on_mount(self) -> None:
@@ -319,25 +408,32 @@ class AsOfScreen(Screen[None]):
             self.waiting = self.set_timer(0.1, self.show)  # keys work meanwhile
             return
         if step["event"] in self.stepper.position:
-            state = await self.stepper.state_at(step["event"])
+            self.data = await self.stepper.view_at(step["event"])
         else:  # the time line was not read (or changed since): ask the log
             state = await state_as_of(app.workspace.log, self.plan, step_key(step))
-        self.data = as_of_view(state)
+            self.data = as_of_view(state)
         who = app.workspace.names.get(step["author"], step["author"][:8])
-        self.query_one("#when", Label).update(
+        self.query_one("#when", Label).update(  # one line of fixed size: no layout
             f"{t('as_of')} {step['time'][:19]} · {who} · {step['type']} "
-            f"({len(self.steps) - self.index}/{len(self.steps)})"
+            f"({len(self.steps) - self.index}/{len(self.steps)})",
+            layout=False,
         )
-        table = self.query_one("#asof", DataTable)
-        table.clear(columns=True)
-        table.add_columns(t("field"), t("value"))
-        for name in PLAN_FIELDS:
-            table.add_row(t(f"field_{name}"), cell_text(self.data["fields"].get(name)), key=name)
+        fields = self.data["fields"]
+        rows: list[Row] = [
+            (name, (t(f"field_{name}"), cell_text(fields.get(name)))) for name in PLAN_FIELDS
+        ]
         for number, phase in enumerate(self.data["phases"], 1):
             pf = phase["fields"]
-            table.add_row(f"{t('phase')} {number}", f"{pf.get('name', '')}: {pf.get('status')}")
-        table.add_row(t("activities"), str(self.data["activity_count"]), key="activities")
-        table.add_row(t("actors"), str(len(self.data["actors"])), key="actors")
+            rows.append(
+                (
+                    f"phase-{number}",
+                    (f"{t('phase')} {number}", f"{pf.get('name', '')}: {pf.get('status')}"),
+                )
+            )
+        rows.append(("activities", (t("activities"), str(self.data["activity_count"]))))
+        rows.append(("actors", (t("actors"), str(len(self.data["actors"])))))
+        # Only the cells that changed since the last step are drawn again.
+        self.query_one("#asof", ShownTable).show((t("field"), t("value")), rows)
         self.shown = True
         app.refresh_status()
 

@@ -18,6 +18,7 @@ from tui_client.tui.bindings import localise
 from tui_client.tui.cells import EDIT_ERRORS, cell_text, form_fields, form_text
 from tui_client.tui.dialogs import ConfirmDialog, FormDialog, ResolveDialog
 from tui_client.tui.field_editor import FieldEditor
+from tui_client.tui.form_editor import FormEditor
 from tui_client.tui.history import (
     HISTORY_ROWS,
     AsOfScreen,
@@ -87,6 +88,13 @@ class PlanScreen(Screen[None]):
         self.step_of: dict[str, int] = {}  # event id (hex) -> its step
         self.history_filter = HistoryFilter()
         self.stale: set[str] = set()  # tabs to redraw when shown
+        # The line and the form that edit in place (kept: `check_action` asks
+        # them on every key and footer update, a query would walk the screen).
+        self.field_editor, self.form_editor = FieldEditor(), FormEditor()
+        # Per entity tab: the labels of referenced entities and each row's
+        # cells by entity id, with the entity view they came from (the view
+        # memo keeps an untouched entity's view, the very same dict).
+        self.row_cache: dict[str, tuple[dict[str, Any], dict[str, tuple[Any, list[str]]]]] = {}
 
     def compose(self) -> ComposeResult:
         t = self.app.t  # type: ignore[attr-defined]
@@ -106,15 +114,15 @@ class PlanScreen(Screen[None]):
             with TabPane(t("history"), id="tab-history"):
                 yield Label("", id="history-filter")
                 yield DataTable(id="history", cursor_type="row")
-        yield status_bar(FieldEditor())
+        yield status_bar(self.field_editor, self.form_editor)
 
     async def on_mount(self) -> None:
         await self.reload()
 
     async def reload(self) -> None:
-        """Read the plan again and redraw what is on screen: the overview and
-        the phases always (small), the other tabs when shown (a plan with
-        hundreds of activities and actors redraws one table per edit)."""
+        """Read the plan again and redraw what is on screen: the overview
+        always (small), the other tabs when shown (a plan with hundreds of
+        activities, actors and needs redraws one table per edit)."""
         app: ViddaApp = self.app  # type: ignore[assignment]
         t = app.t
         if localise(self, t):
@@ -126,8 +134,7 @@ class PlanScreen(Screen[None]):
         f = self.data["fields"]
         self.sub_title = f"{f.get('municipality', '')} · {f.get('title', '')}"
         self._fill_overview()
-        self._fill_phases()
-        self.stale = {*ENTITY_TABS, "conflicts", "history"}
+        self.stale = {"phases", *ENTITY_TABS, "conflicts", "history"}
         self.forget_history()
         await self._fill(self._active().removeprefix("tab-"))
         app.refresh_status()
@@ -138,7 +145,7 @@ class PlanScreen(Screen[None]):
         tabs = self.query_one("#tabs", TabbedContent)
         for name in ("overview", "phases", *ENTITY_TABS, "conflicts", "history"):
             tabs.get_tab(f"tab-{name}").label = t(name)
-        for editor in self.query(FieldEditor):  # its Escape key, if open now
+        for editor in (self.field_editor, self.form_editor):  # their Escape key, if open
             localise(editor, t)
         self.refresh_bindings()
 
@@ -146,7 +153,9 @@ class PlanScreen(Screen[None]):
         if group not in self.stale:
             return
         self.stale.discard(group)
-        if group in ENTITY_TABS:
+        if group == "phases":
+            self._fill_phases()
+        elif group in ENTITY_TABS:
             self._fill_entities(group)
         elif group == "conflicts":
             self._fill_conflicts()
@@ -212,15 +221,25 @@ class PlanScreen(Screen[None]):
         }
         cols = ENTITY_TABS[group][1]
         rows: list[Row] = []
+        was_labels, was_rows = self.row_cache.get(group, (None, {}))
+        same_labels = was_labels == labels
+        cached: dict[str, tuple[Any, list[str]]] = {}
         for ent in self.data[group]:
-            ef = ent["fields"]
-            cells = []
-            for c in cols:
-                value = ef.get(c)
-                if c in labels and value:
-                    value = labels[c].get(value, value)
-                cells.append(cell_text(value) + (" ⚠" if c in ent.get("conflicts", ()) else ""))
+            found = was_rows.get(ent["id"])
+            if same_labels and found is not None and found[0] is ent:
+                cells = found[1]
+            else:
+                ef = ent["fields"]
+                cells = []
+                for c in cols:
+                    value = ef.get(c)
+                    if c in labels and value:
+                        value = labels[c].get(value, value)
+                    mark = " ⚠" if c in ent.get("conflicts", ()) else ""
+                    cells.append(cell_text(value) + mark)
+            cached[ent["id"]] = (ent, cells)
             rows.append((ent["id"], cells))
+        self.row_cache[group] = (labels, cached)
         self.query_one(f"#{group}", ShownTable).show([t(f"col_{c}") for c in cols], rows)
         if group == "actors":
             self.query_one("#actor-grid", Static).update(actor_grid(self.data["actors"], t))
@@ -329,10 +348,16 @@ class PlanScreen(Screen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         tabs = self.ONLY_ON.get(action)
         if tabs is not None and self.is_mounted:
+            if self._editing():
+                return False  # a line or form is open: keys go to it (Escape closes it)
             return self._active().removeprefix("tab-") in tabs
         if action == "resolve":
             return bool(self.data.get("conflicts"))
         return True
+
+    def _editing(self) -> bool:
+        """A field or a form is open in place."""
+        return self.field_editor.is_open or self.form_editor.is_open
 
     def action_back(self) -> None:
         self.forget_history()  # stop reading it, and folding it for time travel
@@ -344,7 +369,7 @@ class PlanScreen(Screen[None]):
     def _active(self) -> str:
         return self.query_one("#tabs", TabbedContent).active
 
-    def action_edit(self) -> None:
+    async def action_edit(self) -> None:
         app: ViddaApp = self.app  # type: ignore[assignment]
         active = self._active()
         if active == "tab-overview":
@@ -358,7 +383,7 @@ class PlanScreen(Screen[None]):
             field = "status" if kind == "phase" else "text"
             current = self._entity(kind, hex_id)["fields"].get(field)
         elif active.removeprefix("tab-") in ENTITY_TABS:
-            self._edit_entity(active.removeprefix("tab-"))
+            await self._edit_entity(active.removeprefix("tab-"))
             return
         else:
             return
@@ -366,7 +391,7 @@ class PlanScreen(Screen[None]):
         async def save(text: str) -> bool:
             return await self._write(app.workspace.set_field(self.plan, kind, entity, field, text))
 
-        self.query_one(FieldEditor).open(app.t(f"field_{field}"), form_text(current), save)
+        self.field_editor.open(app.t(f"field_{field}"), form_text(current), save)
 
     def _entity(self, kind: str, hex_id: str) -> dict[str, Any]:
         group = {"phase": "phases", "need": "needs", "activity": "activities"}[kind]
@@ -397,7 +422,7 @@ class PlanScreen(Screen[None]):
                 texts["phase"] = phase
             return await self._write(app.workspace.add(self.plan, "need", texts))
 
-        self.query_one(FieldEditor).open(app.t(f"need_{kind}"), "", save)
+        self.field_editor.open(app.t(f"need_{kind}"), "", save)
 
     async def action_to_phase(self, step: int) -> None:
         """Move the selected need (phases tab, the tablecloth) or activity
@@ -528,8 +553,9 @@ class PlanScreen(Screen[None]):
         """The plan's research report (what `vidda report PLAN` prints)."""
         self.app.push_screen(ReportScreen(self.plan))
 
-    def action_add(self) -> None:
-        """Add an entity of the active tab's kind (activities, actors, …)."""
+    async def action_add(self) -> None:
+        """Add an entity of the active tab's kind (activities, actors, …):
+        a form in place, above the status line."""
         app: ViddaApp = self.app  # type: ignore[assignment]
         group = self._active().removeprefix("tab-")
         if group not in ENTITY_TABS:
@@ -537,16 +563,17 @@ class PlanScreen(Screen[None]):
         kind = ENTITY_TABS[group][0]
         fields = [(f, app.t(f"col_{f}")) for f in form_fields(kind)]
 
-        async def done(values: dict[str, str] | None) -> None:
-            if not values:
-                return
+        async def save(values: dict[str, str]) -> bool:
             texts = {k: v for k, v in values.items() if v.strip()}
-            await self._write(app.workspace.add(self.plan, kind, self._numbers(texts)))
+            if not texts:
+                return True  # nothing to add: the form just closes
+            return await self._write(app.workspace.add(self.plan, kind, self._numbers(texts)))
 
-        self.app.push_screen(FormDialog(f"{app.t('add')}: {app.t(group)}", fields), done)
+        await self.form_editor.open(f"{app.t('add')}: {app.t(group)}", fields, save)
 
-    def _edit_entity(self, group: str) -> None:
-        """Every field of the selected entity in one form; changed ones are saved."""
+    async def _edit_entity(self, group: str) -> None:
+        """Every field of the selected entity in one form in place; changed
+        ones are saved."""
         app: ViddaApp = self.app  # type: ignore[assignment]
         entities = self.data.get(group) or []
         if not entities:
@@ -557,20 +584,17 @@ class PlanScreen(Screen[None]):
         before = {f: form_text(ent["fields"].get(f)) for f in form_fields(kind)}
         fields = [(f, app.t(f"col_{f}")) for f in form_fields(kind)]
 
-        async def done(values: dict[str, str] | None) -> None:
-            if not values:
-                return
+        async def save(values: dict[str, str]) -> bool:
             changed = {k: v for k, v in values.items() if v != before.get(k, "")}
-            if changed:
-                await self._write(
-                    app.workspace.set_fields(
-                        self.plan, kind, bytes.fromhex(ent["id"]), self._numbers(changed)
-                    )
+            if not changed:
+                return True
+            return await self._write(
+                app.workspace.set_fields(
+                    self.plan, kind, bytes.fromhex(ent["id"]), self._numbers(changed)
                 )
+            )
 
-        self.app.push_screen(
-            FormDialog(f"{app.t('edit')}: {app.t(group)}", fields, values=before), done
-        )
+        await self.form_editor.open(f"{app.t('edit')}: {app.t(group)}", fields, save, values=before)
 
     def _numbers(self, texts: dict[str, str]) -> dict[str, str]:
         """Let people name a phase, activity or sub-goal by its number as shown."""

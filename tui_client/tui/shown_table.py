@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich.cells import cell_len
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 Row = tuple[str, Sequence[str]]  # (row key, cells)
 
@@ -32,7 +34,7 @@ class ShownTable(DataTable[str]):
                 old = self._rows_shown[key]
                 for i, (new, was) in enumerate(zip(cells, old, strict=True)):
                     if new != was:
-                        self.update_cell(key, str(i), new, update_width=True)
+                        self._update(key, i, new)
             if list(wanted) == list(self._rows_shown) or self._reorder(wanted):
                 self._rows_shown = wanted
                 return
@@ -45,6 +47,15 @@ class ShownTable(DataTable[str]):
         self._columns_shown, self._rows_shown = tuple(columns), wanted
         if wanted:
             self.move_cursor(row=min(row, len(wanted) - 1))
+
+    def _update(self, key: str, column: int, text: str) -> None:
+        """One cell; its column widened if the text needs it. Not narrowed:
+        a narrower column means measuring every cell of it again, and
+        both that and a wider one lay the whole screen out anew (tens of
+        milliseconds on a plan screen); a rebuild narrows it."""
+        col = self.columns.get(ColumnKey(str(column)))
+        wider = col is None or cell_len(text) > col.content_width
+        self.update_cell(key, str(column), text, update_width=wider)
 
     def _reorder(self, wanted: dict[str, tuple[str, ...]]) -> bool:
         """The same rows in another order (an activity moved up or down):

@@ -21,11 +21,20 @@ if TYPE_CHECKING:
 
 
 class StatusLine(Static):
+    _shown: str | None = None
+
+    def show(self, line: str) -> None:
+        """One line of fixed height (CSS): no layout of the screen, and
+        nothing at all if the text is the same."""
+        if line != self._shown:
+            self._shown = line
+            self.update(line, layout=False)
+
     def render_status(self, app: ViddaApp) -> None:
         t = app.t
         st = app.sync_status
         if st is None:
-            self.update(t("sync_line", state=t("no_server"), pending=app.pending, last="–"))
+            self.show(t("sync_line", state=t("no_server"), pending=app.pending, last="–"))
             return
         last = (
             time.strftime("%H:%M:%S", time.localtime(st.last_synced_ms / 1000))
@@ -35,7 +44,7 @@ class StatusLine(Static):
         line = t("sync_line", state=t(st.state), pending=st.pending, last=last)
         if st.error:
             line += f" · {st.error}"
-        self.update(line)
+        self.show(line)
 
 
 def status_bar(*above: Widget) -> Vertical:
