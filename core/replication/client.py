@@ -23,8 +23,8 @@ exactly what committing them one by one would leave.
 
 Fold along: a plan that was empty here when this session subscribed is
 folded from its rows as they are stored (`IngestReport.rows`, through the
-compiled fold: no second decode of the bodies), and at the end of its catch-up the fold is saved as the plan's
-checkpoint if it covers every stored event of the plan
+compiled fold), and at the end of its catch-up the fold is saved as the
+plan's checkpoint if it covers every stored event of the plan
 (`checkpoints.save_if_complete`), so the first `load_state` after a big
 catch-up restores it instead of replaying the whole log. Acks are recorded in one
 transaction per `acked` (server id, plan, seq range, server receive time).
